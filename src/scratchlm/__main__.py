@@ -1,0 +1,3 @@
+from scratchlm.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""`scratchlm <stage>`: one subcommand per stage. Each resolves its config and calls the stage; the
+work lives in the modules. A ScratchError becomes one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scratchlm.errors import ScratchError
+
+# Shortcuts for the most used config fields; every other field is --section.field VALUE.
+ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="named model + training preset: tiny, 125m, 350m, 1b, 3b, 7b, 13b, 70b")
+    p.add_argument("--config", help="a YAML file of config sections (e.g. a run's config.yaml)")
+    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG]")
+    p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
+
+
+def _resolve(args: argparse.Namespace, extra: list[str]):
+    from scratchlm.config import load_config, parse_overrides
+
+    overrides = {}
+    for flag, key in ALIASES.items():
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    overrides.update(parse_overrides(extra))
+    return load_config(args.preset, args.config, overrides)
+
+
+def cmd_prepare(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.data.prepare import prepare
+
+    cfg = _resolve(args, extra)
+    prepared = prepare(cfg.data, args.out, force=args.force)
+    m = prepared.manifest
+    splits = ", ".join(f"{name} {info['tokens']:,} tokens" for name, info in m["splits"].items())
+    print(f"prepared {prepared.dir}: {splits}; vocab {m['vocab_size']} ({m['dtype']} shards); "
+          f"{m['bytes_per_token']:.2f} bytes per token on validation text")
+
+
+def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.infer.generate import print_samples
+    from scratchlm.train.pretrain import pretrain
+
+    cfg = _resolve(args, extra)
+    out = Path(args.out)
+    result = pretrain(cfg, out, resume=args.resume)
+    print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}")
+    if args.samples:
+        print_samples(out, n=args.samples)
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.infer.engine import SamplingParams
+    from scratchlm.infer.generate import generate_text
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm generate --help")
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed)
+    if args.echo:
+        print(args.prompt, end="", flush=True)
+    for piece in generate_text(args.run_dir, args.prompt, params, device=args.device):
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.data import corpus
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm corpus --help")
+    try:
+        lines = corpus.write_jsonl(args.out, args.split, args.n, seed=args.seed, kind=args.kind)
+    except ValueError as exc:
+        raise ScratchError(str(exc)) from None
+    print(json.dumps({"file": args.out, "lines": lines, "split": args.split, "kind": args.kind}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
+                                     description="Build a Llama-style language model from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", allow_abbrev=False, help="train a tokenizer and tokenize a data source into shards")
+    _config_args(p)
+    p.add_argument("--out", help="output folder (default: a cache folder keyed by the data settings)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the folder holds a prepared dataset")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", allow_abbrev=False, help="pretrain a model from scratch into a run directory",
+                       epilog="Any config field is an option: --optim.lr 3e-4 --train.precision fp32 ...")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--samples", type=int, default=3, help="samples to print when training ends (0: none)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("corpus", allow_abbrev=False,
+                       help="write the embedded corpus (stories, math problems) to a .jsonl file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="train", help="train | validation | heldout")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--kind", default="documents", help="documents | stories | math")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_corpus)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        args.func(args, extra)
+    except ScratchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted; a run continues from its last checkpoint with --resume", file=sys.stderr)
+        sys.exit(130)

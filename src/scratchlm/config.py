@@ -1,0 +1,327 @@
+"""One config system: typed dataclasses, named presets, a YAML file, dotted overrides.
+
+Resolution order, later wins:  preset  ->  --config FILE.yaml  ->  --section.field VALUE overrides.
+The resolved config is written to every run directory as config.yaml, so any run can be repeated
+with `--config RUN_DIR/config.yaml`. An unknown key is an error that names the nearest known one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scratchlm.errors import ScratchError
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the Transformer. Field names follow Llama's; see docs/architecture.md."""
+
+    vocab_size: int = 4096
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2  # grouped-query attention: each KV head serves n_heads / n_kv_heads query heads
+    ffn_hidden_dim: int = 768  # SwiGLU inner width (w1, w3: dim -> hidden; w2: hidden -> dim)
+    max_seq_len: int = 256  # longest context the RoPE tables cover
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True  # the output head reuses the token-embedding matrix
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+@dataclass
+class DataConfig:
+    source: str = "embedded"  # "embedded" | a local .txt/.jsonl/.parquet file, dir or glob | "hf:NAME[:CONFIG]"
+    text_field: str = "text"  # the column that holds the text in .jsonl, .parquet and hub datasets
+    hub_split: str = "train"
+    embedded_docs: int = 40000  # documents of the embedded corpus's train split
+    max_docs: int = 0  # stop after this many documents (0: all); useful for streamed hub datasets
+    val_fraction: float = 0.01  # share of documents held out for validation (the embedded corpus has its own)
+    vocab_size: int = 4096  # BPE vocabulary to train, special tokens included
+    tokenizer: str = ""  # reuse this tokenizer.json instead of training one
+    dir: str = ""  # where prepared shards go; empty: a cache folder keyed by source and tokenizer settings
+    workers: int = 0  # tokenizer worker processes; 0: one per CPU core
+    dtype: str = "auto"  # shard dtype: "auto" (uint16 when the vocabulary fits, else uint32) | "uint16" | "uint32"
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 256
+    micro_batch_size: int = 16  # sequences per forward/backward on one data-parallel rank
+    global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
+    max_steps: int = 500
+    precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: bool = False
+    eval_every: int = 50
+    eval_batches: int = 4
+    log_every: int = 10
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    seed: int = 1337
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    peak_flops: float = 0.0  # per device, for MFU; 0: known GPU table, or a measured bf16 matmul on CPU
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # the cosine ends at this fraction of the peak
+    warmup_steps: int = 40
+    lr_decay_steps: int = 0  # length of the schedule; 0: train.max_steps. Fix it to run one schedule in chunks.
+    weight_decay: float = 0.1  # on matrices only, never on norms and embeddings
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ParallelConfig:
+    """Mesh dimensions: pp x dp_replicate x dp_shard x tp = world size."""
+
+    pp: int = 1
+    dp_replicate: int = 1
+    dp_shard: int = -1  # -1: whatever the world size leaves
+    tp: int = 1
+    pp_schedule: str = "1F1B"
+    pp_microbatches: int = 0  # 0: one per pipeline stage
+    backend: str = "auto"  # "auto" (nccl on GPU, gloo on CPU) | "nccl" | "gloo"
+
+
+@dataclass
+class Config:
+    preset: str = "tiny"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _llama(dim: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn: int, vocab: int, seq: int,
+           lr: float, micro_batch: int, batch_tokens: int, steps: int, theta: float = 10000.0,
+           tie: bool = False) -> dict[str, Any]:
+    return {
+        "model": dict(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads, ffn_hidden_dim=ffn,
+                      vocab_size=vocab, max_seq_len=seq, rope_theta=theta, tie_embeddings=tie),
+        "data": dict(vocab_size=vocab),
+        "train": dict(seq_len=seq, micro_batch_size=micro_batch, global_batch_tokens=batch_tokens, max_steps=steps,
+                      eval_every=500, save_every=1000),
+        "optim": dict(lr=lr, warmup_steps=2000),
+    }
+
+
+# Llama-like shapes. tiny trains on a laptop CPU in minutes (its values are the dataclass defaults);
+# 1b and 3b follow Llama 3.2, 7b and 13b Llama 2, 70b Llama 3. Training settings past tiny are
+# starting points for GPU clusters: about 1M to 16M tokens per step.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "125m": _llama(768, 12, 12, 4, 2048, 32768, 2048, 6e-4, 8, 524288, 20000),
+    "350m": _llama(1024, 24, 16, 4, 2816, 32768, 2048, 3e-4, 8, 524288, 40000),
+    "1b": _llama(2048, 16, 32, 8, 8192, 128256, 2048, 3e-4, 4, 1048576, 60000, 500000.0, tie=True),
+    "3b": _llama(3072, 28, 24, 8, 8192, 128256, 4096, 3e-4, 2, 2097152, 60000, 500000.0, tie=True),
+    "7b": _llama(4096, 32, 32, 32, 11008, 32000, 4096, 3e-4, 1, 4194304, 100000),
+    "13b": _llama(5120, 40, 40, 40, 13824, 32000, 4096, 3e-4, 1, 4194304, 100000),
+    "70b": _llama(8192, 80, 64, 8, 28672, 128256, 8192, 1.5e-4, 1, 16777216, 100000, 500000.0),
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def all_keys(cfg: Config | None = None) -> list[str]:
+    """Every dotted key a user may set, e.g. 'optim.lr'."""
+    cfg = cfg or Config()
+    keys = ["preset"]
+    for section in dataclasses.fields(cfg):
+        value = getattr(cfg, section.name)
+        if dataclasses.is_dataclass(value):
+            keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(value)]
+    return keys
+
+
+def _unknown_key(key: str, known: list[str]) -> ScratchError:
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if not near:  # also try the last part alone: 'lrr' -> 'optim.lr'
+        tails = {k.split(".")[-1]: k for k in known}
+        near = [tails[t] for t in difflib.get_close_matches(key.split(".")[-1], list(tails), n=1, cutoff=0.6)]
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return ScratchError(f"unknown config key '{key}'{hint}")
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or explain why it cannot be."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            as_float = float(value)  # accepts 1e6 and 8_192 alike
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ScratchError(f"config key '{key}' wants {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key with type checking: set_key(cfg, 'optim.lr', '3e-4')."""
+    known = all_keys(cfg)
+    if key not in known:
+        raise _unknown_key(key, known)
+    if key == "preset":
+        cfg.preset = str(value)
+        return
+    section_name, name = key.split(".", 1)
+    section = getattr(cfg, section_name)
+    setattr(section, name, _coerce(key, value, _field_types(type(section))[name]))
+
+
+def apply_dict(cfg: Config, tree: dict[str, Any], where: str = "") -> None:
+    """Merge a nested mapping (a YAML file, a preset) into cfg, key by key."""
+    if not isinstance(tree, dict):
+        raise ScratchError(f"{where or 'config'} must be a mapping of sections, got {type(tree).__name__}")
+    for top, value in tree.items():
+        if top == "preset":
+            continue  # recorded by load_config; a preset inside a file does not re-apply its values
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                set_key(cfg, f"{top}.{name}", inner)
+        else:
+            set_key(cfg, str(top), value)
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        near = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; choose one of {', '.join(PRESETS)}"
+        raise ScratchError(f"unknown preset '{name}'{hint}")
+    cfg = Config(preset=name)
+    apply_dict(cfg, PRESETS[name])
+    return cfg
+
+
+def load_config(preset_name: str | None = None, config_file: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Resolve a config: preset (default tiny, or the one named in the file), then the file, then overrides."""
+    tree: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ScratchError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise ScratchError(f"config file {path} must hold a mapping of sections")
+    cfg = preset(preset_name or tree.get("preset") or "tiny")
+    apply_dict(cfg, tree, str(config_file))
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject configs that cannot train, before anything is allocated."""
+    m, t, o = cfg.model, cfg.train, cfg.optim
+    checks = [
+        (m.dim % m.n_heads == 0, f"model.dim {m.dim} is not divisible by model.n_heads {m.n_heads}"),
+        (m.n_kv_heads >= 1 and m.n_heads % m.n_kv_heads == 0,
+         f"model.n_kv_heads {m.n_kv_heads} must divide model.n_heads {m.n_heads} (grouped-query attention)"),
+        (m.head_dim % 2 == 0, f"head dim {m.head_dim} (dim / n_heads) must be even for rotary embeddings"),
+        (m.n_layers >= 1 and m.vocab_size >= 1 and m.ffn_hidden_dim >= 1, "model sizes must be positive"),
+        (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
+        (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}"),
+        (o.warmup_steps >= 0 and o.grad_clip >= 0 and o.weight_decay >= 0,
+         "optim.warmup_steps, optim.grad_clip and optim.weight_decay must not be negative"),
+        (t.max_steps >= 1, f"train.max_steps must be at least 1, got {t.max_steps}"),
+        (t.seq_len >= 2, f"train.seq_len must be at least 2, got {t.seq_len}"),
+        (t.seq_len <= m.max_seq_len,
+         f"train.seq_len {t.seq_len} exceeds model.max_seq_len {m.max_seq_len}; raise model.max_seq_len"),
+        (t.micro_batch_size >= 1, f"train.micro_batch_size must be at least 1, got {t.micro_batch_size}"),
+        (t.precision in ("bf16", "fp32"), f"train.precision must be bf16 or fp32, got '{t.precision}'"),
+        (t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{t.device}'"),
+        (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1,
+         "train.eval_every, log_every, save_every and keep_checkpoints must be at least 1"),
+        (cfg.data.vocab_size >= 300, f"data.vocab_size {cfg.data.vocab_size} is too small: byte-level BPE "
+                                     "needs 256 byte tokens plus merges and special tokens; use at least 300"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ScratchError(message)
+    tokens_per_micro = t.micro_batch_size * t.seq_len
+    if t.global_batch_tokens % tokens_per_micro:
+        raise ScratchError(
+            f"train.global_batch_tokens {t.global_batch_tokens} is not a multiple of micro_batch_size x seq_len "
+            f"= {tokens_per_micro}; use {max(1, round(t.global_batch_tokens / tokens_per_micro)) * tokens_per_micro}")
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """['--optim.lr', '3e-4', '--train.compile=true'] -> {'optim.lr': '3e-4', 'train.compile': 'true'}."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ScratchError(f"unexpected argument '{arg}'; overrides look like --section.field VALUE")
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args) or (args[i + 1].startswith("--") and not _is_number(args[i + 1])):
+                raise ScratchError(f"override --{key} needs a value, e.g. --{key} VALUE")
+            value = args[i + 1]
+            i += 2
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

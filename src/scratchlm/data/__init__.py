@@ -1,0 +1,1 @@
+"""Text in, token shards out: sources -> prepare -> loader (see docs/architecture.md)."""

@@ -1,0 +1,238 @@
+"""The Transformer, top to bottom like the diagram in docs/architecture.md.
+
+    tokens -> embedding
+           -> N x [ h = x + Attention(RMSNorm(x))   # RoPE on q and k, grouped-query attention
+                    x = h + SwiGLU(RMSNorm(h)) ]    # w2(silu(w1 x) * w3 x)
+           -> RMSNorm -> linear head (optionally tied to the embedding) -> logits
+
+Plain PyTorch that knows nothing of parallelism: tensor, data and pipeline parallelism are applied
+from outside (scratchlm.parallel). Layers live in an nn.ModuleDict keyed by their index, so a
+parameter's name is the same on every pipeline stage and in every checkpoint. Parameter shapes
+and the "rotate half" RoPE layout are Llama's, so Hugging Face conversion renames tensors only.
+
+Build on the meta device, then materialise and initialise:
+
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scratchlm.config import ModelConfig
+
+
+class KVCacheLike(Protocol):
+    def update(self, layer_id: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in fp32 whatever the input dtype (as Llama does)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x)
+        return normed * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rope_tables(cfg: ModelConfig, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (max_seq_len, head_dim) for the rotate-half layout.
+
+    Pair i of a head rotates by angle pos * theta^(-2i/head_dim); the layout stores the first
+    halves of all pairs, then the second halves, so the table repeats the frequencies twice.
+    """
+    half = cfg.head_dim // 2
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float64) / half))
+    positions = torch.arange(cfg.max_seq_len, device=device, dtype=torch.float64)
+    angles = torch.outer(positions, inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (batch, heads, seq, head_dim); cos, sin: (seq, head_dim) for the positions of x."""
+    return (x * cos + rotate_half(x) * sin).type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads: n_kv_heads key/value heads, each shared by
+    n_heads / n_kv_heads query heads (n_kv_heads == n_heads is MHA, n_kv_heads == 1 is MQA)."""
+
+    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        # -1 instead of n_heads: under tensor parallelism this rank holds only its share of the heads.
+        q = self.wq(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_id, start_pos, k, v)
+        mask, causal = None, True
+        if k.shape[2] != seq:  # decoding with a cache: queries sit at the end of the keys
+            causal = False
+            if seq > 1:  # several new tokens: each sees the cache and the new tokens up to itself
+                mask = torch.ones(seq, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - seq)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             enable_gqa=q.shape[1] != k.shape[1])
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
+
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        for linear in (self.wq, self.wk, self.wv):
+            nn.init.trunc_normal_(linear.weight, std=std, a=-3 * std, b=3 * std)
+        nn.init.trunc_normal_(self.wo.weight, std=out_std, a=-3 * out_std, b=3 * out_std)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x). The gate w1 decides how much of the value w3 passes."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    def reset_parameters(self, std: float, out_std: float) -> None:
+        for linear, s in ((self.w1, std), (self.w3, std), (self.w2, out_std)):
+            nn.init.trunc_normal_(linear.weight, std=s, a=-3 * s, b=3 * s)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: h = x + attn(norm(x)); out = h + ffn(norm(h))."""
+
+    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg, layer_id)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg.dim, cfg.ffn_hidden_dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings: nn.Embedding | None = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleDict({str(i): TransformerBlock(cfg, i) for i in range(cfg.n_layers)})
+        self.norm: RMSNorm | None = RMSNorm(cfg.dim, cfg.norm_eps)
+        # Tied: the head multiplies by the embedding matrix itself, so there is one tensor to keep in
+        # sync, to shard and to save (a separate Linear sharing the weight breaks under to_empty).
+        self.output: nn.Linear | None = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
+        """tokens: (batch, seq) ids -> logits (batch, seq, vocab).
+
+        A pipeline stage without the embedding takes hidden states (batch, seq, dim) instead, and
+        one without the head returns hidden states.
+        """
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
+        seq = h.shape[1]
+        cos = self.rope_cos[start_pos:start_pos + seq]
+        sin = self.rope_sin[start_pos:start_pos + seq]
+        for layer in self.layers.values():
+            h = layer(h, cos, sin, cache, start_pos)
+        if self.norm is None:
+            return h
+        h = self.norm(h)
+        if self.output is not None:
+            return self.output(h)
+        return F.linear(h, self.tok_embeddings.weight)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise every parameter and recompute the RoPE tables (after to_empty from meta).
+
+        Residual-branch output projections (wo, w2) start smaller, by 1/sqrt(2 n_layers), so the
+        residual stream's variance does not grow with depth (GPT-2's scheme).
+        """
+        cfg = self.cfg
+        device = self.rope_cos.device
+        cos, sin = rope_tables(cfg, device=device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+        std, out_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        if self.tok_embeddings is not None:
+            nn.init.normal_(self.tok_embeddings.weight, std=std)
+        for layer in self.layers.values():
+            layer.attention_norm.reset_parameters()
+            layer.ffn_norm.reset_parameters()
+            layer.attention.reset_parameters(std, out_std)
+            layer.feed_forward.reset_parameters(std, out_std)
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        if self.output is not None:
+            nn.init.trunc_normal_(self.output.weight, std=std, a=-3 * std, b=3 * std)
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int | None = None) -> Transformer:
+    """Construct on the meta device (no memory), then materialise on `device` and initialise."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device=device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.init_weights()
+    return model
+
+
+def num_params(cfg: ModelConfig, embedding: bool = True) -> int:
+    """Parameter count from the shapes alone (works for a 70B config without memory)."""
+    d, hd = cfg.dim, cfg.head_dim
+    attn = d * cfg.n_heads * hd * 2 + d * cfg.n_kv_heads * hd * 2
+    ffn = 3 * d * cfg.ffn_hidden_dim
+    per_layer = attn + ffn + 2 * d
+    emb = cfg.vocab_size * d
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    return cfg.n_layers * per_layer + d + head + (emb if embedding else 0)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 N + 12 L d T (forward + backward).
+
+    N counts the weights that do matrix products: every parameter but the embedding lookup, plus
+    the head (which is the embedding matrix again when tied). 12 L d T is the attention's q k^T and
+    attention-times-v products, which no parameter count sees.
+    """
+    n_matmul = num_params(cfg, embedding=False) + (cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0)
+    return 6 * n_matmul + 12 * cfg.n_layers * cfg.dim * seq_len

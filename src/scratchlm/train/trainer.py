@@ -1,0 +1,201 @@
+"""The one training loop. Pretraining, SFT, reward modelling and DPO differ only in the batches they
+feed it and the loss they compute; this loop owns everything else:
+
+    for each optimizer step:
+        lr <- schedule(step)
+        batch <- stage's batches for this step (this data-parallel rank's share)
+        for each micro-batch: loss = stage loss / n_micro; backward   (gradient accumulation)
+        clip gradient norm; AdamW step
+        every log_every:  losses to metrics.jsonl + TensorBoard + progress bar; NaN/spike/plateau watch
+        every eval_every: validation loss
+        every save_every: checkpoint (after the watch has seen every loss up to it)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from scratchlm.config import Config
+from scratchlm.model import flops_per_token
+from scratchlm.train.checkpoint import save_checkpoint
+from scratchlm.train.metrics import LossWatch, MetricsLog, plot_run
+from scratchlm.train.optim import lr_at
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Dense bf16 tensor-core peaks from the datasheets, per GPU.
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H20": 148e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12,
+                 "4090": 165e12, "3090": 71e12}
+
+
+class BatchSource(Protocol):
+    def batch_for(self, step: int) -> Batch: ...
+
+
+def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting each next token, in fp32 whatever the compute precision."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def measured_matmul_flops(dtype: torch.dtype = torch.bfloat16, n: int = 1024, seconds: float = 0.3) -> float:
+    """The CPU's achievable matrix-product rate: the best of repeated n x n products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: thread pool and kernel selection
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def peak_flops(device: torch.device, precision: str) -> float:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in GPU_PEAK_BF16.items() if k in name), 989e12)
+    return measured_matmul_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
+@dataclass
+class Pending:
+    """A step's numbers, kept as tensors until the next log step so the loop never waits on .item()."""
+
+    step: int
+    loss: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+    tokens: int  # seen so far, this step included
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 batches: BatchSource, val_batches: list[Batch], device: torch.device,
+                 loss_fn: LossFn = next_token_loss, start_step: int = 0, state: dict[str, Any] | None = None,
+                 is_main: bool = True, dp_size: int = 1, n_devices: int = 1) -> None:
+        self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
+        self.batches, self.val_batches, self.device, self.loss_fn = batches, val_batches, device, loss_fn
+        self.step = start_step
+        self.state = state or {"tokens": 0}
+        self.is_main = is_main
+        t = cfg.train
+        self.tokens_per_step = t.global_batch_tokens
+        self.micro_batches = t.global_batch_tokens // (t.micro_batch_size * t.seq_len * dp_size)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16"
+                         else nullcontext())
+        self.metrics = MetricsLog(self.run_dir, enabled=is_main)
+        self.metrics.truncate_after(start_step)
+        self.watch = LossWatch(cfg.optim.warmup_steps)
+        self.flops_per_token = flops_per_token(cfg.model, t.seq_len)
+        self.peak = t.peak_flops or peak_flops(device, t.precision)
+        self.n_devices = n_devices
+
+    def train_step(self) -> Pending:
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg.optim, cfg.train.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = self.batches.batch_for(self.step)
+        mb = cfg.train.micro_batch_size
+        total = torch.zeros((), device=self.device)
+        for i in range(self.micro_batches):
+            x = inputs[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
+            y = targets[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
+            with self.autocast:
+                loss = self.loss_fn(self.model, x, y) / self.micro_batches
+            loss.backward()
+            total += loss.detach()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.state["tokens"] += self.tokens_per_step
+        return Pending(self.step, total, grad_norm, lr, self.state["tokens"])
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        self.model.eval()
+        losses = []
+        for inputs, targets in self.val_batches:
+            with self.autocast:
+                losses.append(self.loss_fn(self.model, inputs.to(self.device), targets.to(self.device)))
+        self.model.train()
+        return torch.stack(losses).mean().item()
+
+    def _flush(self, pending: list[Pending], seconds: float, val_loss: float | None, bar: tqdm) -> None:
+        """Materialise the pending steps' numbers: watch them, log them, show them."""
+        if not pending:
+            return
+        tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
+        mfu = tokens_per_s * self.flops_per_token / (self.peak * self.n_devices)
+        records = []
+        for p in pending:
+            loss = p.loss.item()
+            warning = self.watch.check(p.step, loss, p.lr)
+            if warning:
+                tqdm.write(f"warning: {warning}")
+            records.append({"step": p.step, "loss": round(loss, 5), "lr": p.lr,
+                            "grad_norm": round(p.grad_norm.item(), 5), "tokens_per_s": round(tokens_per_s, 1),
+                            "mfu": round(mfu, 4), "tokens": p.tokens})
+        if val_loss is not None:
+            records[-1]["val_loss"] = round(val_loss, 5)
+        self.metrics.write(records)
+        last = records[-1]
+        shown = {"loss": f"{last['loss']:.3f}", "lr": f"{last['lr']:.2e}", "tok/s": f"{tokens_per_s:,.0f}",
+                 "mfu": f"{mfu:.1%}"}
+        if val_loss is not None:
+            shown["val"] = f"{val_loss:.3f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(len(pending))
+        pending.clear()
+
+    def save(self) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.state,
+                            self.cfg.train.keep_checkpoints)
+
+    def fit(self) -> dict[str, float]:
+        """Train to train.max_steps; return the last losses."""
+        t = self.cfg.train
+        self.model.train()
+        pending: list[Pending] = []
+        last_val = None
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
+                   disable=not self.is_main)
+        tick = time.perf_counter()
+        try:
+            while self.step < t.max_steps:
+                pending.append(self.train_step())
+                step, done = self.step, self.step == t.max_steps
+                evaluate, save = step % t.eval_every == 0 or done, step % t.save_every == 0 or done
+                if step % t.log_every == 0 or evaluate or save:
+                    seconds = time.perf_counter() - tick
+                    last_val = self.validation_loss() if evaluate else None
+                    self._flush(pending, seconds, last_val, bar)
+                    if save:
+                        self.save()
+                        if self.is_main:
+                            plot_run(self.run_dir)
+                    tick = time.perf_counter()
+        finally:
+            bar.close()
+            self.metrics.close()
+        return {"val_loss": last_val if last_val is not None else float("nan"), "step": self.step}

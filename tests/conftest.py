@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny configs, a small corpus prepared once per session, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.config import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tests keep torch to one thread per process: results do not depend on the machine's core count, and
+# the distributed tests' processes do not fight over cores.
+torch.set_num_threads(1)
+
+
+def small_model_config(**overrides) -> ModelConfig:
+    base = dict(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden_dim=128, max_seq_len=64)
+    return ModelConfig(**(base | overrides))
+
+
+WORDS = ("the cat sat on a mat and then ran to the big red house where a dog was waiting for its friend . "
+         "Tom had 3 apples and 12 pears ; how many fruits ?").split()
+
+
+def write_jsonl(path: Path, n_docs: int, seed: int = 0, field: str = "text") -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(n_docs):
+            f.write(json.dumps({field: " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 120)))}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_jsonl(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", 400)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Prepared datasets go to a per-session cache, never to the user's ~/.cache."""
+    monkeypatch.setenv("SCRATCHLM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+# Settings that make a CLI run take seconds: a small model, short sequences, few steps.
+FAST = ["--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
+        "--model.ffn_hidden_dim", "128", "--model.max_seq_len", "64", "--train.seq_len", "32",
+        "--train.micro_batch_size", "4", "--train.global_batch_tokens", "256", "--data.vocab_size", "320",
+        "--train.eval_every", "4", "--train.eval_batches", "2", "--train.log_every", "2",
+        "--data.workers", "1", "--optim.warmup_steps", "2"]
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m scratchlm ARGS` in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "scratchlm", *args], capture_output=True, text=True, env=full_env,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"scratchlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

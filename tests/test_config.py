@@ -1,0 +1,60 @@
+import pytest
+
+from scratchlm.config import PRESETS, load_config, parse_overrides
+from scratchlm.errors import ScratchError
+from scratchlm.model import num_params
+
+
+def test_overrides_are_typed():
+    cfg = load_config("tiny", overrides={"optim.lr": "3e-4", "train.precision": "fp32", "train.compile": "true",
+                                         "train.max_steps": "1e3"})
+    assert cfg.optim.lr == 3e-4 and cfg.train.precision == "fp32" and cfg.train.compile is True
+    assert cfg.train.max_steps == 1000 and isinstance(cfg.train.max_steps, int)
+
+
+def test_unknown_key_names_the_nearest():
+    with pytest.raises(ScratchError, match="did you mean 'optim.lr'"):
+        load_config("tiny", overrides={"optim.lrr": "1"})
+    with pytest.raises(ScratchError, match="did you mean 'train.max_steps'"):
+        load_config("tiny", overrides={"train.max_step": "1"})
+
+
+def test_bad_values_are_refused():
+    for key, value, message in [("optim.lr", "0", "optim.lr must be positive"),
+                                ("optim.lr", "-1e-3", "optim.lr must be positive"),
+                                ("model.n_heads", "3", "not divisible by model.n_heads"),
+                                ("model.n_kv_heads", "3", "must divide model.n_heads"),
+                                ("train.global_batch_tokens", "1000", "not a multiple"),
+                                ("train.max_steps", "ten", "wants int"),
+                                ("train.precision", "fp8", "bf16 or fp32")]:
+        with pytest.raises(ScratchError, match=message):
+            load_config("tiny", overrides={key: value})
+
+
+def test_yaml_file_round_trip(tmp_path):
+    cfg = load_config("tiny", overrides={"optim.lr": "1e-3", "model.dim": "128"})
+    cfg.save(tmp_path / "c.yaml")
+    again = load_config(config_file=tmp_path / "c.yaml")
+    assert again == cfg
+    (tmp_path / "bad.yaml").write_text("optim:\n  lrate: 1\n")
+    with pytest.raises(ScratchError, match="optim.lr"):
+        load_config(config_file=tmp_path / "bad.yaml")
+
+
+def test_unknown_preset():
+    with pytest.raises(ScratchError, match="did you mean '70b'"):
+        load_config("70")
+
+
+@pytest.mark.parametrize("name,billions", [("1b", 1.236), ("3b", 3.213), ("7b", 6.738), ("13b", 13.016),
+                                           ("70b", 70.554)])
+def test_presets_have_llama_sizes(name, billions):
+    assert name in PRESETS
+    assert num_params(load_config(name).model) / 1e9 == pytest.approx(billions, abs=0.002)
+
+
+def test_parse_overrides_forms():
+    assert parse_overrides(["--optim.lr", "3e-4", "--train.compile=true", "--optim.beta1", "-0.5"]) == {
+        "optim.lr": "3e-4", "train.compile": "true", "optim.beta1": "-0.5"}
+    with pytest.raises(ScratchError, match="needs a value"):
+        parse_overrides(["--optim.lr"])
