@@ -22,6 +22,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args: argparse.Namespace, extra: list[str]):
+    """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
     from scratchlm.config import load_config, parse_overrides
 
     overrides = {}
@@ -29,7 +30,10 @@ def _resolve(args: argparse.Namespace, extra: list[str]):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_overrides(extra))
-    return load_config(args.preset, args.config, overrides)
+    config_file = args.config
+    if getattr(args, "resume", False) and not config_file and (Path(args.out) / "config.yaml").is_file():
+        config_file = Path(args.out) / "config.yaml"
+    return load_config(args.preset, config_file, overrides)
 
 
 def cmd_prepare(args: argparse.Namespace, extra: list[str]) -> None:

@@ -39,33 +39,41 @@ def _first_difference(a: object, b: object) -> str:
     return ""
 
 
-def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, resume: bool) -> Path | None:
-    """Check that run_dir can take this run, then write config.yaml and tokenizer.json.
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
+    """Check that run_dir can take this run, before any data is prepared or anything is written.
 
-    Returns the checkpoint to resume from, or None to start from step 0. Every refusal happens
-    before anything in run_dir is touched.
+    Returns the checkpoint to resume from, or None to start from step 0.
     """
     run_dir = Path(run_dir)
     ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return None
+    stored = read_config(run_dir)
+    # The vocabulary comes from the tokenizer, compared in start_run once it is known.
+    ours = dataclasses.replace(cfg.model, vocab_size=stored.model.vocab_size)
+    if stored.model != ours:
+        raise ScratchError(f"{run_dir} holds a checkpoint of another model (model."
+                           f"{_first_difference(ours, stored.model)}); choose another --out")
+    if not resume:
+        raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
+                           "continue it, or choose another --out")
+    if stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
+        print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
+              "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")
+    return ckpt
+
+
+def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None) -> None:
+    """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json."""
+    run_dir = Path(run_dir)
     if ckpt is not None:
-        stored = read_config(run_dir)
-        if stored.model != cfg.model:
-            raise ScratchError(f"{run_dir} holds a checkpoint of another model (model."
-                               f"{_first_difference(cfg.model, stored.model)}); choose another --out")
         stored_tok = BPETokenizer.load(run_dir / TOKENIZER_FILE)
         if stored_tok.fingerprint() != tokenizer.fingerprint():
             raise ScratchError(f"{run_dir} holds a checkpoint trained with another tokenizer; choose another --out "
                                f"or train on data prepared with --data.tokenizer {run_dir / TOKENIZER_FILE}")
-        if not resume:
-            raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
-                               "continue it, or choose another --out")
-        if stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
-            print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
-                  "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / CONFIG_FILE)
     tokenizer.save(run_dir / TOKENIZER_FILE)
-    return ckpt if resume else None
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu"

@@ -38,11 +38,6 @@ KINDS: tuple[str, ...] = ("documents", "stories", "math")
 # Out of 100 hash buckets: train takes 90, validation and heldout 5 each.
 _BUCKET_LIMITS: tuple[tuple[int, str], ...] = ((90, "train"), (95, "validation"), (100, "heldout"))
 
-# Stories outside this range are redrawn; it keeps documents comparable in length.
-_MIN_STORY_WORDS = 80
-_MAX_STORY_WORDS = 250
-
-
 # --------------------------------------------------------------------------------------------------
 # Seeding, splitting and the public API
 # --------------------------------------------------------------------------------------------------
@@ -236,15 +231,17 @@ _TRAITS: tuple[str, ...] = (
     "kind to everyone", "full of questions", "ready to help", "a little bit shy", "very curious",
     "full of energy", "good at sharing", "quick to laugh", "happy to try new things", "very polite",
 )
+# Homes, each with its preposition ("on a farm", "in a forest").
 _PLACES: tuple[str, ...] = (
-    "a big green forest", "a quiet little village", "a sunny farm", "a small town by the sea",
-    "a cozy house near the woods", "a busy city", "a peaceful valley", "a tall tree by the river",
-    "a warm burrow under a hill", "a colorful garden", "a snowy mountain village",
-    "a little house by the lake", "a wide green meadow", "a noisy jungle", "a small island",
-    "a pretty seaside town", "an old farmhouse", "a busy neighborhood", "a quiet street with many trees",
-    "a happy little zoo", "a big apple orchard", "a blue house on a hill", "a tiny nest in an oak tree",
-    "a yellow house at the end of the road", "a cabin in the pine woods", "a hollow log by a stream",
-    "a windy hilltop", "a red barn full of hay", "an apartment above a bakery", "a cottage with a round door",
+    "in a big green forest", "in a quiet little village", "on a sunny farm", "in a small town by the sea",
+    "in a cozy house near the woods", "in a busy city", "in a peaceful valley", "in a tall tree by the river",
+    "in a warm burrow under a hill", "in a colorful garden", "in a snowy mountain village",
+    "in a little house by the lake", "in a wide green meadow", "in a noisy jungle", "on a small island",
+    "in a pretty seaside town", "in an old farmhouse", "in a busy neighborhood", "on a quiet street",
+    "in a happy little zoo", "in a big apple orchard", "in a blue house on a hill", "in a tiny nest",
+    "in a yellow house at the end of the road", "in a cabin in the pine woods", "in a hollow log",
+    "on a windy hilltop", "in a red barn full of hay", "above a bakery", "in a cottage with a round door",
+    "at the edge of a dark pine forest", "near a sparkling waterfall", "on a boat on a wide river",
 )
 _OUTINGS: tuple[str, ...] = (
     "the park", "the beach", "the meadow", "the pond", "the playground", "the garden", "the hill",
@@ -311,14 +308,15 @@ _LANDMARKS: tuple[str, ...] = (
 _DOG_NAMES: tuple[str, ...] = ("Max", "Buddy", "Rex", "Bella", "Biscuit", "Pepper", "Rufus", "Daisy", "Scout")
 
 _OPENINGS_WITH_PLACE: tuple[str, ...] = (
-    "Once upon a time, in {place}, there lived {hero_a} named {name}.",
-    "There was once {hero_a} called {name} who lived in {place}.",
-    "In {place}, there lived {hero_a} named {name}.",
-    "Long ago, {hero_a} named {name} lived in {place}.",
-    "Not far from here, in {place}, lived {hero_a} named {name}.",
-    "{name} was {hero_a} who lived in {place}.",
-    "Far away, in {place}, there was {hero_a} whose name was {name}.",
-    "{hero_A} named {name} lived in {place}.",
+    "Once upon a time, {place}, there lived {hero_a} named {name}.",
+    "There was once {hero_a} called {name} who lived {place}.",
+    "{Place}, there lived {hero_a} named {name}.",
+    "Long ago, {hero_a} named {name} lived {place}.",
+    "Not far from here, {place}, lived {hero_a} named {name}.",
+    "{name} was {hero_a} who lived {place}.",
+    "Far away, {place}, there was {hero_a} whose name was {name}.",
+    "{hero_A} named {name} lived {place}.",
+    "A long time ago, {place}, lived {hero_a} called {name}.",
 )
 _OPENINGS_WITHOUT_PLACE: tuple[str, ...] = (
     "Once upon a time, there was {hero_a} named {name}.",
@@ -330,19 +328,26 @@ _OPENINGS_WITHOUT_PLACE: tuple[str, ...] = (
     "Have you ever met {name}? {He} was {hero_a}, and {he} was {trait}.",
 )
 _HOMES: tuple[str, ...] = (
-    "{He} lived in {place} with {his} {family}.",
+    "{He} lived {place} with {his} {family}.",
     "{His} home was {place}.",
-    "{He} lived with {his} {family} in {place}.",
+    "{He} lived with {his} {family} {place}.",
 )
-_TRAIT_SENTENCES: tuple[str, ...] = (
+_LIKES: tuple[str, ...] = (
     "{He} loved to {activity2}.",
     "More than anything, {name} liked to {activity2}.",
     "Every morning, {name} would {activity2} before breakfast.",
-    "{He} was {trait}, and everyone liked {him}.",
-    "{name} had a laugh that made everyone smile.",
     "{His} favorite thing in the whole world was to {activity2}.",
     "When the sun was out, {he} liked to {activity2}.",
-    "People said that {name} was {trait}.",
+    "On rainy days, {name} liked to {activity2} instead.",
+    "Nobody could {activity2} quite like {name}.",
+)
+_CHARACTER_SENTENCES: tuple[str, ...] = (
+    "{He} was {trait2}, and everyone liked {him}.",
+    "{name} had a laugh that made everyone smile.",
+    "People said that {name} was {trait2}.",
+    "{He} always said please and thank you.",
+    "{name} was small, but {he} had a big imagination.",
+    "{His} {family} said {he} was {trait2}.",
 )
 _FRIEND_INTROS: tuple[str, ...] = (
     "{His} best friend was {friend_a} named {fname}.",
@@ -352,15 +357,21 @@ _FRIEND_INTROS: tuple[str, ...] = (
     "{name} often played with {fname}, {friend_a} from down the road.",
     "{His} friend {fname} was {friend_a} who knew lots of games.",
 )
+_LESSON_CLOSINGS: tuple[str, ...] = (
+    "{name} learned that {lesson}.",
+    "And from then on, {name} always remembered that {lesson}.",
+    "That day, {name} found out that {lesson}.",
+    '"Now I know that {lesson}," {name} said.',
+)
 _CLOSINGS: tuple[str, ...] = (
     "From that day on, {name} and {fname} were the best of friends.",
     "That night, {name} went to bed with a big smile on {his} face.",
-    "{name} learned that {lesson}.",
     "It was a day {name} would never forget.",
-    "And from then on, {name} always remembered that {lesson}.",
-    "{name} felt warm and {good} inside.",
+    "{name} felt warm and {good2} inside.",
     "When the sun went down, {name} and {fname} waved goodbye and promised to play again tomorrow.",
     "Sometimes the best days start with a problem, {name} thought.",
+    "And that is how {a_bad} morning turned into {a_good2} day.",
+    "The end.",
 )
 
 
@@ -403,8 +414,7 @@ _LOST = _Plot(
     ),
     (
         '"Oh no! Where is my {toy}?" {name} cried. {He} felt very {bad}.',
-        ('{name} looked under the bed and behind the door. "I can\'t find it anywhere," {he} said in a small '
-         "voice."),
+        ('{name} looked high and low. "I can\'t find it anywhere," {he} said in a small voice.'),
         '{name} sat down and a tear rolled down {his} cheek. "My {toy} is lost," {he} whispered.',
         ("{He} searched and searched, but the {toy} was nowhere to be seen. {name} felt {bad} and a little "
          "bit {bad2}."),
@@ -417,8 +427,9 @@ _LOST = _Plot(
              'It was the {toy}! "Here it is!" {fhe} shouted.'),
         ),
         (
-            ('Just then, {fname} came by. "Why do you look so {bad}?" {fhe} asked. When {name} told {fhim} '
-             'about the {toy}, {fname} said, "Two pairs of eyes are better than one. Let\'s look together!"'),
+            ('Just then, {fname} came by. "Why do you look so {bad}?" {fhe} asked. When {name} told '
+             '{fhim} about the {toy}, {fname} said, "Two pairs of eyes are better than one. Let\'s look '
+             'together!"'),
             ("First they checked {search1}. Then they checked {search2}. Finally, {name} saw the {toy} "
              "{found_spot}. {He} picked it up and held it tight."),
         ),
@@ -475,8 +486,8 @@ _STUCK = _Plot(
         ),
         (
             '"I know what to do!" said {fname}. {fHe} found a long stick under a tree and brought it back.',
-            ("{fname} held the stick up high and gave the {toy} a gentle poke. It wiggled, and then down it "
-             "came, right into {name}'s arms!"),
+            ("{fname} held the stick up high and gave the {toy} a gentle poke. It wiggled, and then down "
+             "it came, right into {name}'s arms!"),
         ),
         (
             "{name} and {fname} thought and thought. Then {name} saw an old wooden box and pushed it close.",
@@ -651,8 +662,8 @@ _SHARE = _Plot(
         (
             ('{Helper} came over and asked what was wrong. "We both want the {toy}," said {name}. "Why '
              'don\'t you take turns?" said {helper}.'),
-            ("{name} played with the {toy} first while {fname} counted to {count_to}. Then it was {fname}'s "
-             "turn. Taking turns was much better than fighting."),
+            ("{name} played with the {toy} first while {fname} counted to {count_to}. Then it was "
+             "{fname}'s turn. Taking turns was much better than fighting."),
         ),
         (
             ("{name} stopped pulling and looked at {fname}'s sad face. \"I'm sorry,\" {he} said. \"Let's "
@@ -754,8 +765,8 @@ _LOST_WAY = _Plot(
         ("{Time}, {name} saw a beautiful {color} butterfly at {outing}. {He} followed it past the trees, "
          "over a little hill, and across a field. When the butterfly flew away, {name} looked around. {He} "
          "did not know where {he} was!"),
-        ("{Time}, {name} went into the woods to pick berries. {He} walked and walked, filling {his} basket. "
-         "Soon the trees all looked the same, and {name} could not find the path home."),
+        ("{Time}, {name} went into the woods to pick berries. {He} walked and walked, filling {his} "
+         "basket. Soon the trees all looked the same, and {name} could not find the path home."),
         ("{Time}, {name} chased a rolling ball down a long, winding path. When {he} finally caught it, "
          "nothing around {him} looked familiar."),
     ),
@@ -772,8 +783,8 @@ _LOST_WAY = _Plot(
              'door. "There you are!" {hhe} said, and gave {name} a big hug.'),
         ),
         (
-            ('Just then, {fname} came along the path. "{name}! What are you doing here?" {fhe} asked. "I am '
-             'lost," said {name}. "I know the way," said {fname}. "Follow me!"'),
+            ('Just then, {fname} came along the path. "{name}! What are you doing here?" {fhe} asked. "I '
+             'am lost," said {name}. "I know the way," said {fname}. "Follow me!"'),
             ("They walked together past the {landmark} and along the {path}. Soon they could see {name}'s "
              "house. {name} was so glad to be home."),
         ),
@@ -806,8 +817,8 @@ _RAIN = _Plot(
     (
         ("{name} and {fname} had planned a picnic at {outing} for {day}. They packed {food} and a big "
          "blanket. But that morning, dark clouds covered the sky and rain started to pour."),
-        ("{name} had waited all week for a picnic at {outing} with {fname}. But when the day came and {he} opened "
-         "the door, it was raining hard."),
+        ("{name} had waited all week for a picnic at {outing} with {fname}. But when the day came and {he} "
+         "opened the door, it was raining hard."),
     ),
     (
         '"Now the whole day is ruined," {name} said with a sigh.',
@@ -824,8 +835,8 @@ _RAIN = _Plot(
         (
             ('{Helper} had an idea. "Let\'s build a fort!" {hhe} said. They used chairs, pillows, and '
              "blankets."),
-            ("Inside the fort, they read books with a flashlight and played games. When the rain stopped, a "
-             "rainbow appeared in the sky."),
+            ("Inside the fort, they read books with a flashlight and played games. When the rain stopped, "
+             "a rainbow appeared in the sky."),
         ),
         (
             '{fname} found some paper and crayons. "Let\'s draw the day we wanted to have," {fhe} said.',
@@ -871,8 +882,8 @@ def _setup_learn(rng: random.Random, v: dict[str, str]) -> None:
 _LEARN = _Plot(
     _setup_learn,
     (
-        ("{name} really wanted to learn to {skill}. {fname} could already do it, and it looked like so much "
-         "fun. The first time {name} tried, {fail}."),
+        ("{name} really wanted to learn to {skill}. {fname} could already do it, and it looked like so "
+         "much fun. The first time {name} tried, {fail}."),
         ("{Time}, {name} decided it was time to learn to {skill}. {He} tried once, and {fail}. {He} tried "
          "again, and the same thing happened."),
     ),
@@ -949,8 +960,8 @@ def _setup_kind(rng: random.Random, v: dict[str, str]) -> None:
 _KIND = _Plot(
     _setup_kind,
     (
-        ("{Time}, while walking through {outing} with {fname}, {name} heard {sound}. Under {hide}, {he} found "
-         "{creature}."),
+        ("{Time}, while walking through {outing} with {fname}, {name} heard {sound}. Under {hide}, {he} "
+         "found {creature}."),
         ("{Time}, {name} and {fname} were on their way to {outing} when they heard {sound}. They looked "
          "under {hide} and found {creature}."),
     ),
@@ -1027,7 +1038,7 @@ _PLOTS: tuple[_Plot, ...] = (_LOST, _STUCK, _FEAR, _SHARE, _BROKEN, _LOST_WAY, _
 
 
 def _character(rng: random.Random, exclude: tuple[str, ...] = ()) -> dict[str, str]:
-    """A story character: a person with a name, and the phrase that introduces them ('a shy little fox')."""
+    """A story character: a person with a name, and the phrase that introduces them ('a shy fox')."""
     person = _person(rng, exclude)
     if rng.random() < 0.4:
         kind = "girl" if person["he"] == "she" else "boy"
@@ -1038,14 +1049,22 @@ def _character(rng: random.Random, exclude: tuple[str, ...] = ()) -> dict[str, s
 
 
 def _story_vars(rng: random.Random) -> dict[str, str]:
+    """The template variables shared by all plots.
+
+    The hero's keys are bare (name, he, His, ...); the friend's start with f and the helper's with h.
+    A capitalized key (He, Helper, Outing) is the form that starts a sentence.
+    """
     hero = _character(rng)
     friend = _character(rng, exclude=(hero["name"],))
     helper, helper_he = rng.choice(_HELPERS)
     helper_pronouns = _SHE if helper_he == "she" else _HE
     activity, activity2 = rng.sample(_ACTIVITIES, 2)
     bad, bad2 = rng.sample(_BAD_FEELINGS, 2)
+    good, good2 = rng.sample(_GOOD_FEELINGS, 2)
+    trait, trait2 = rng.sample(_TRAITS, 2)
+    place = rng.choice(_PLACES)
     outing = rng.choice(_OUTINGS)
-    v = {
+    return {
         **{key: value for key, value in hero.items() if key != "intro"},
         "hero_a": hero["intro"],
         "hero_A": _cap(hero["intro"]),
@@ -1060,22 +1079,27 @@ def _story_vars(rng: random.Random) -> dict[str, str]:
         "hhe": helper_pronouns["he"],
         "hHe": helper_pronouns["He"],
         "hhim": helper_pronouns["him"],
-        "place": rng.choice(_PLACES),
+        "place": place,
+        "Place": _cap(place),
         "family": rng.choice(_FAMILIES_AT_HOME),
         "activity": activity,
         "activity2": activity2,
-        "trait": rng.choice(_TRAITS),
+        "trait": trait,
+        "trait2": trait2,
         "Time": _cap(rng.choice(_TIMES)),
         "outing": outing,
         "Outing": _cap(outing),
         "bad": bad,
         "bad2": bad2,
-        "good": rng.choice(_GOOD_FEELINGS),
+        "good": good,
+        "good2": good2,
+        "a_bad": _a(bad),
+        "a_good2": _a(good2),
     }
-    return v
 
 
-def _story_once(rng: random.Random) -> str:
+def _story(rng: random.Random) -> str:
+    """One story of 80 to 250 words: an introduction, a problem, help, and a resolution."""
     v = _story_vars(rng)
     plot = rng.choice(_PLOTS)
     plot.setup(rng, v)
@@ -1090,11 +1114,16 @@ def _story_once(rng: random.Random) -> str:
         intro = [rng.choice(_OPENINGS_WITH_PLACE)]
     else:
         intro = [rng.choice(_OPENINGS_WITHOUT_PLACE), rng.choice(_HOMES)]
-    intro += rng.sample(_TRAIT_SENTENCES, rng.randint(1, 2))
+    intro.append(rng.choice(_LIKES))
+    if rng.random() < 0.5:
+        intro.insert(len(intro) - rng.randint(0, 1), rng.choice(_CHARACTER_SENTENCES))
     intro.append(rng.choice(_FRIEND_INTROS))
     help_text, resolution = rng.choice(plot.solutions)
     ending = [resolution, rng.choice(plot.afters)]
-    closings = rng.sample(_CLOSINGS, rng.randint(1, 2))
+    # At most one closing states the lesson, so it is never repeated; the other kind may follow it.
+    closings = [rng.choice(_LESSON_CLOSINGS)] if rng.random() < 0.6 else []
+    if not closings or rng.random() < 0.6:
+        closings.append(rng.choice(_CLOSINGS))
 
     paragraphs = [intro, [rng.choice(plot.problems), rng.choice(plot.reactions)], [help_text]]
     # Vary the paragraph layout (3 to 5 paragraphs) so no single shape dominates.
@@ -1109,14 +1138,6 @@ def _story_once(rng: random.Random) -> str:
         paragraphs.append(ending)
         paragraphs.append(closings)
     return "\n\n".join(" ".join(fill(sentence) for sentence in paragraph) for paragraph in paragraphs)
-
-
-def _story(rng: random.Random) -> str:
-    """One story, redrawn until its length is within the target range."""
-    while True:
-        text = _story_once(rng)
-        if _MIN_STORY_WORDS <= len(text.split()) <= _MAX_STORY_WORDS:
-            return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1208,7 +1229,7 @@ def _rates(rng: random.Random) -> tuple[str, list[str], int]:
     if variant == 0:
         verb, low, high = rng.choice(_TRAVEL)
         s1, s2 = rng.randint(low, high), rng.randint(low, high)
-        h1, h2 = rng.randint(1, 4), rng.randint(1, 3)
+        h1, h2 = rng.randint(2, 5), rng.randint(2, 4)
         d1, d2 = s1 * h1, s2 * h2
         question = (f"{p['name']} {verb} at {s1} miles per hour for {h1} hours. Then {p['he']} goes at "
                     f"{s2} miles per hour for {h2} more hours. How many miles does {p['he']} travel in "
@@ -1227,8 +1248,8 @@ def _rates(rng: random.Random) -> tuple[str, list[str], int]:
         speed, hours, later = rng.randint(low, high), rng.randint(2, 5), rng.randint(2, 8)
         distance = speed * hours
         question = rng.choice((
-            (f"A {vehicle} travels {distance} miles in {hours} hours. At the same speed, how many miles "
-             f"will it travel in {later} hours?"),
+            (f"{p['name']} rides a {vehicle} that travels {distance} miles in {hours} hours. At the same "
+             f"speed, how many miles will it travel in {later} hours?"),
             (f"{p['name']} watched a {vehicle} cover {distance} miles in {hours} hours. If it keeps the "
              f"same speed, how far will it go in {later} hours?"),
         ))
@@ -1238,7 +1259,7 @@ def _rates(rng: random.Random) -> tuple[str, list[str], int]:
         ]
         return question, lines, speed * later
     if variant == 2:
-        per_hour, hours, days = rng.randint(5, 30), rng.randint(1, 3), rng.randint(2, 9)
+        per_hour, hours, days = rng.randint(5, 30), rng.randint(2, 3), rng.randint(2, 9)
         per_day = per_hour * hours
         pages = per_day * days
         question = (f"{p['name']} reads {per_hour} pages an hour and reads for {hours} hours every day. "
@@ -1248,12 +1269,14 @@ def _rates(rng: random.Random) -> tuple[str, list[str], int]:
             f"It will take {p['him']} {_eq(f'{pages}/{per_day}', days)} days.",
         ]
         return question, lines, days
-    thing = rng.choice(("toys", "cookies", "bottles", "boxes", "cans", "shirts", "pens"))
-    rate, hours = rng.randint(2, 12), rng.randint(2, 8)
+    thing = rng.choice(("toys", "cookies", "bottles", "boxes", "cans", "shirts", "pens", "buttons", "cups"))
+    rate, hours = rng.randint(2, 15), rng.randint(2, 8)
     minutes = hours * 60
     question = rng.choice((
-        f"A machine makes {rate} {thing} every minute. How many {thing} does it make in {hours} hours?",
-        f"A factory line packs {rate} {thing} per minute. How many {thing} are packed in {hours} hours?",
+        (f"A machine in {p['name']}'s factory makes {rate} {thing} every minute. How many {thing} does it "
+         f"make in {hours} hours?"),
+        (f"{p['name']} runs a line that packs {rate} {thing} per minute. How many {thing} are packed in "
+         f"{hours} hours?"),
     ))
     lines = [
         f"There are {_eq(f'{hours}*60', minutes)} minutes in {hours} hours.",
@@ -1296,7 +1319,7 @@ def _ages(rng: random.Random) -> tuple[str, list[str], int]:
         return question, lines, a_age + b_age + 2 * later
     parent = rng.choice(("mother", "father", "aunt", "uncle"))
     parent_he = "she" if parent in ("mother", "aunt") else "he"
-    born_at, child_age = rng.randint(20, 38), rng.randint(1, 15)
+    born_at, child_age = rng.randint(20, 38), rng.randint(2, 15)
     parent_age = born_at + child_age
     question = (f"{a['name']}'s {parent} is {parent_age} years old. {_cap(parent_he)} was {born_at} years "
                 f"old when {a['name']} was born. How old will {a['name']} be in {later} years?")
@@ -1328,7 +1351,7 @@ def _fractions(rng: random.Random) -> tuple[str, list[str], int]:
     variant = rng.randrange(3)
     if variant == 0:
         second = rng.choice(((2, "half"), (3, "one third"), (4, "one quarter")))
-        total = den * second[0] * rng.randint(1, max(1, 240 // (den * second[0])))
+        total = den * second[0] * rng.randint(2, max(2, 240 // (den * second[0])))
         given = total * num // den
         rest = total - given
         given2 = rest // second[0]
@@ -1346,26 +1369,30 @@ def _fractions(rng: random.Random) -> tuple[str, list[str], int]:
     if variant == 1:
         total = den * rng.randint(2, 30)
         used = total * num // den
-        question = rng.choice((
-            (f"{p['name']} had {total} {things}. {p['He']} used {frac} of them for a school project. How "
-             f"many {things} does {p['he']} have left?"),
-            (f"There were {total} {things} in a box. {p['name']} took {frac} of them. How many {things} are "
-             f"still in the box?"),
-        ))
+        if rng.random() < 0.5:
+            question = (f"{p['name']} had {total} {things}. {p['He']} used {frac} of them for a school "
+                        f"project. How many {things} does {p['he']} have left?")
+            gone = "were used"
+        else:
+            question = (f"There were {total} {things} in a box. {p['name']} took {frac} of them. How many "
+                        f"{things} are still in the box?")
+            gone = "were taken"
         lines = [
-            f"{_cap(_eq(_fraction_expression(total, num, den), used))} {things} were taken.",
+            f"{_cap(_eq(_fraction_expression(total, num, den), used))} {things} {gone}.",
             f"There are {_eq(f'{total}-{used}', total - used)} {things} left.",
         ]
         return question, lines, total - used
     people, event, group = rng.choice((
-        ("children", "a birthday party", "wearing hats"), ("students", "the school trip", "in the choir"),
-        ("guests", "a wedding", "dancing"), ("players", "the soccer camp", "under ten years old"),
-        ("people", "the concert", "standing"), ("runners", "the race", "wearing blue shirts"),
+        ("children", "at a birthday party", "wearing hats"),
+        ("students", "on the school trip", "in the choir"),
+        ("guests", "at a wedding", "dancing"), ("players", "at the soccer camp", "under ten years old"),
+        ("people", "at the concert", "standing"), ("runners", "in the race", "wearing blue shirts"),
+        ("animals", "on the farm", "sheep"), ("books", "in the library cart", "picture books"),
     ))
     total = den * rng.randint(3, 40)
     part = total * num // den
-    question = (f"There are {total} {people} at {event}. {_cap(frac)} of them are {group}. How many of the "
-                f"{people} are not {group}?")
+    question = (f"{p['name']} counts {total} {people} {event}. {_cap(frac)} of them are {group}. How many "
+                f"of the {people} are not {group}?")
     lines = [
         f"{_cap(_eq(_fraction_expression(total, num, den), part))} {people} are {group}.",
         f"So {_eq(f'{total}-{part}', total - part)} {people} are not {group}.",
@@ -1406,9 +1433,9 @@ def _percentages(rng: random.Random) -> tuple[str, list[str], int]:
         total = f"For {count} {many}, {p['he']} pays {pays}."
         return question, [first, second, total], new_price * count
     if variant == 1:
-        bill, pct = 20 * rng.randint(2, 12), rng.choice((10, 15, 20, 25))
+        bill, pct = 20 * rng.randint(2, 15), rng.choice((10, 15, 20, 25))
         tip = bill * pct // 100
-        meal = rng.choice(("dinner", "lunch", "breakfast", "a pizza", "a birthday meal"))
+        meal = rng.choice(("dinner", "lunch", "breakfast", "brunch", "a birthday meal", "a holiday dinner"))
         question = (f"{p['name']}'s family pays ${bill} for {meal}. They leave a {pct}% tip. How much do "
                     f"they pay in total?")
         lines = [
@@ -1416,14 +1443,16 @@ def _percentages(rng: random.Random) -> tuple[str, list[str], int]:
             f"In total they pay {_eq(f'{bill}+{tip}', bill + tip, money=True)}.",
         ]
         return question, lines, bill + tip
-    total, pct = 20 * rng.randint(1, 10), 5 * rng.randint(1, 19)
+    total, pct = 20 * rng.randint(1, 15), 5 * rng.randint(1, 19)
     group, verb = rng.choice((
-        ("students in a class", "walk to school"), ("trees in an orchard", "are apple trees"),
-        ("books on a shelf", "are mysteries"), ("fish in a pond", "are goldfish"),
-        ("cars in a parking lot", "are red"), ("seats on a plane", "are taken"),
+        ("students in {his} school", "walk to school"), ("trees in {his} orchard", "are apple trees"),
+        ("books on {his} shelves", "are mysteries"), ("fish in {his} pond", "are goldfish"),
+        ("cars on {his} street", "are red"), ("seats on {his} plane", "are taken"),
+        ("songs on {his} playlist", "are slow songs"), ("photos on {his} phone", "show {his} dog"),
     ))
+    group, verb = group.format(his=p["his"]), verb.format(his=p["his"])
     part = total * pct // 100
-    question = f"There are {total} {group}. {pct}% of them {verb}. How many of them do not?"
+    question = f"{p['name']} counts {total} {group}. {pct}% of them {verb}. How many of them do not?"
     lines = [
         f"{_cap(_eq(f'{total}*{pct}/100', part))} of them {verb}.",
         f"So {_eq(f'{total}-{part}', total - part)} of them do not.",
@@ -1462,7 +1491,7 @@ def _multi_day(rng: random.Random) -> tuple[str, list[str], int]:
     lines = [f"On Tuesday, {p['he']} {verb} {_eq(f'{monday}+{more}', tuesday)} {things}.", wed_line]
     days = [monday, tuesday, wednesday]
     if rng.random() < 0.5:
-        fewer = rng.randint(1, wednesday - 1)
+        fewer = rng.randint(1, wednesday - 2)
         thursday = wednesday - fewer
         question += f" On Thursday, {p['he']} {verb} {fewer} fewer {things} than on Wednesday."
         lines.append(f"On Thursday, {p['he']} {verb} {_eq(f'{wednesday}-{fewer}', thursday)} {things}.")
@@ -1487,13 +1516,12 @@ def _groups(rng: random.Random) -> tuple[str, list[str], int]:
         size = rng.randint(low, high)
         full, extra = rng.randint(2, 8), rng.randint(1, size - 1)
         total = full * size + extra
-        question = (f"There are {total} {people}. Each {vehicle} can hold {size} {people}. How many "
-                    f"{vehicles} are needed so that everyone can go?")
+        question = (f"{p['name']} is planning a trip for {total} {people}. Each {vehicle} can hold {size} "
+                    f"{people}. How many {vehicles} are needed so that everyone has a place?")
         carried = full * size
         lines = [
-            (f"{_cap(_NUMBER_WORDS[full])} full {vehicles} carry "
-             f"{_eq(f'{full}*{size}', carried)} {people}."),
-            f"That leaves {_eq(f'{total}-{carried}', extra)} {people}, who need one more {vehicle}.",
+            f"{_cap(_NUMBER_WORDS[full])} full {vehicles} hold {_eq(f'{full}*{size}', carried)} {people}.",
+            f"The other {_eq(f'{total}-{carried}', extra)} need one more {vehicle}.",
             f"So {_eq(f'{full}+1', full + 1)} {vehicles} are needed.",
         ]
         return question, lines, full + 1
@@ -1504,7 +1532,7 @@ def _groups(rng: random.Random) -> tuple[str, list[str], int]:
             ("stickers", "sheets"), ("photos", "albums"), ("flowers", "bunches"), ("socks", "drawers"),
         ))
         size, full = rng.randint(4, 12), rng.randint(3, 15)
-        left = rng.randint(1, size - 1)
+        left = rng.randint(2, size - 1)
         total = size * full + left
         question = (f"{p['name']} has {total} {things}. {p['He']} puts them into {boxes} of {size}, "
                     f"filling as many {boxes} as {p['he']} can. How many {things} are left over?")
@@ -1550,8 +1578,8 @@ def _area(rng: random.Random) -> tuple[str, list[str], int]:
         cost = rng.randint(2, 8)
         room = rng.choice(("bedroom", "living room", "classroom", "hallway", "playroom", "office"))
         area = length * width
-        question = (f"A {room} is {length} feet long and {width} feet wide. Carpet costs ${cost} per "
-                    f"square foot. How much will it cost to carpet the whole {room}?")
+        question = (f"{p['name']}'s {room} is {length} feet long and {width} feet wide. Carpet costs "
+                    f"${cost} per square foot. How much will it cost to carpet the whole {room}?")
         lines = [
             f"The area is {_eq(f'{length}*{width}', area)} square feet.",
             f"The carpet costs {_eq(f'{area}*{cost}', area * cost, money=True)}.",
@@ -1623,7 +1651,9 @@ def _savings(rng: random.Random) -> tuple[str, list[str], int]:
 _BAKES: tuple[str, ...] = (
     "cookies", "muffins", "pancakes", "cupcakes", "brownies", "biscuits", "waffles", "rolls", "scones",
 )
-_CUP_INGREDIENTS: tuple[str, ...] = ("flour", "sugar", "milk", "oats", "rice", "water", "cocoa", "berries")
+_CUP_INGREDIENTS: tuple[str, ...] = (
+    "flour", "sugar", "milk", "oats", "yogurt", "cocoa", "berries", "chocolate chips", "raisins",
+)
 _OTHER_INGREDIENTS: tuple[str, ...] = ("eggs", "spoons of butter", "bananas", "pinches of salt", "lemons")
 
 
@@ -1634,7 +1664,7 @@ def _recipes(rng: random.Random) -> tuple[str, list[str], int]:
     wanted = batch * scale
     if rng.random() < 0.5:
         first, second = rng.sample(_CUP_INGREDIENTS, 2)
-        a, b = rng.randint(1, 4), rng.randint(1, 3)
+        a, b = rng.randint(2, 5), rng.randint(2, 4)
         question = (f"A recipe for {batch} {food} uses {a} cups of {first} and {b} cups of {second}. "
                     f"{p['name']} wants to make {wanted} {food}. How many cups of {first} and {second} "
                     f"does {p['he']} need in all?")
@@ -1681,7 +1711,7 @@ def _comparisons(rng: random.Random) -> tuple[str, list[str], int]:
         return question, lines, y - x
     if variant == 1:
         x = rng.randint(5, 40)
-        fewer = rng.randint(1, x - 1)
+        fewer = rng.randint(1, x - 2)
         y = 2 * x - fewer
         question = (f"{a['name']} has {x} {things}. {b['name']} has {fewer} fewer than twice as many "
                     f"{things} as {a['name']}. How many more {things} does {b['name']} have than "
@@ -1695,7 +1725,7 @@ def _comparisons(rng: random.Random) -> tuple[str, list[str], int]:
     c = _person(rng, exclude=(a["name"], b["name"]))
     x, more = rng.randint(5, 40), rng.randint(2, 20)
     y = x + more
-    fewer = rng.randint(1, y - 1)
+    fewer = rng.randint(1, y - 2)
     z = y - fewer
     question = (f"{a['name']} has {x} {things}. {b['name']} has {more} more {things} than {a['name']}, and "
                 f"{c['name']} has {fewer} fewer {things} than {b['name']}. How many {things} do they have "
@@ -1730,7 +1760,7 @@ def _wages(rng: random.Random) -> tuple[str, list[str], int]:
             f"In {weeks} weeks {p['he']} earns {_eq(f'{per_week}*{weeks}', per_week * weeks, money=True)}.",
         ]
         return question, lines, per_week * weeks
-    saturday, sunday = rng.randint(1, 6), rng.randint(1, 6)
+    saturday, sunday = rng.randint(2, 6), rng.randint(2, 6)
     hours = saturday + sunday
     earned = hours * rate
     spent = rng.randint(1, earned - 1)
@@ -1749,7 +1779,7 @@ def _wages(rng: random.Random) -> tuple[str, list[str], int]:
 
 
 _AVERAGED: tuple[tuple[str, str, str, int, int], ...] = (
-    ("scored", "points", "test", 60, 100), ("ran", "miles", "day", 1, 12), ("read", "pages", "night", 10, 60),
+    ("scored", "points", "test", 60, 100), ("ran", "miles", "day", 2, 12), ("read", "pages", "night", 10, 60),
     ("sold", "cups of lemonade", "day", 5, 40), ("caught", "fish", "trip", 1, 15),
     ("picked", "strawberries", "morning", 10, 50), ("swam", "laps", "visit", 4, 30),
 )
@@ -1794,7 +1824,7 @@ def _units(rng: random.Random) -> tuple[str, list[str], int]:
         dozens = rng.randint(2, 6)
         eggs = dozens * 12
         baking = rng.randint(2, eggs // 2)
-        breakfast = rng.randint(1, eggs - baking - 1)
+        breakfast = rng.randint(2, eggs - baking - 2)
         used = baking + breakfast
         question = (f"{p['name']} buys {dozens} dozen eggs. {p['He']} uses {baking} eggs for baking and "
                     f"{breakfast} eggs for breakfast. How many eggs are left?")
@@ -1808,7 +1838,7 @@ def _units(rng: random.Random) -> tuple[str, list[str], int]:
         minutes = rng.choice((15, 20, 30, 40, 45, 60, 90))
         # Pick a number of days that makes the total a whole number of hours.
         step = 60 // math.gcd(60, minutes)
-        days = step * rng.randint(1, max(1, 30 // step))
+        days = step * rng.randint(2, max(2, 30 // step))
         total = minutes * days
         practice = rng.choice(("piano", "soccer", "drawing", "reading", "the violin", "karate", "swimming"))
         question = (f"{p['name']} practices {practice} for {minutes} minutes a day. How many hours does "
@@ -1864,9 +1894,9 @@ def _rows(rng: random.Random) -> tuple[str, list[str], int]:
         venue = rng.choice(("theater", "school hall", "stadium section", "church", "cinema", "concert hall"))
         rows, seats = rng.randint(5, 30), rng.randint(6, 25)
         total = rows * seats
-        filled = rng.randint(1, total - 1)
-        question = (f"A {venue} has {rows} rows of seats with {seats} seats in each row. If {filled} "
-                    f"seats are filled, how many seats are empty?")
+        filled = rng.randint(2, total - 2)
+        question = (f"{p['name']} visits a {venue} that has {rows} rows of seats with {seats} seats in "
+                    f"each row. If {filled} seats are filled, how many seats are empty?")
         lines = [
             f"There are {_eq(f'{rows}*{seats}', total)} seats.",
             f"So {_eq(f'{total}-{filled}', total - filled)} seats are empty.",
@@ -1891,9 +1921,10 @@ def _rows(rng: random.Random) -> tuple[str, list[str], int]:
     levels, rows, spaces = rng.randint(2, 5), rng.randint(3, 10), rng.randint(5, 20)
     per_level = rows * spaces
     total = per_level * levels
-    parked = rng.randint(1, total - 1)
-    question = (f"A parking garage has {levels} levels. Each level has {rows} rows with {spaces} parking "
-                f"spaces in each row. There are {parked} cars parked. How many spaces are still open?")
+    parked = rng.randint(2, total - 2)
+    question = (f"{p['name']} parks in a garage with {levels} levels. Each level has {rows} rows with "
+                f"{spaces} parking spaces in each row. There are {parked} cars parked. How many spaces "
+                f"are still open?")
     lines = [
         f"Each level has {_eq(f'{rows}*{spaces}', per_level)} spaces.",
         f"The garage has {_eq(f'{per_level}*{levels}', total)} spaces.",

@@ -82,7 +82,11 @@ def validation_batches(prepared: Prepared, seq_len: int, batch: int, n_batches: 
     """A fixed set of validation windows, spread evenly over the split, so every evaluation and every
     run sees the same ones; each data-parallel rank gets its own share."""
     windows = TokenWindows(prepared, "validation", seq_len)
-    total = min(batch * n_batches * dp_size, windows.count)
+    if windows.count < dp_size:
+        raise ScratchError(f"the validation split has {windows.count} windows, fewer than the {dp_size} "
+                           "data-parallel ranks; use more data or a shorter --train.seq_len")
+    # Every rank gets the same number of windows, so per-batch collectives line up across ranks.
+    total = min(batch * n_batches, windows.count // dp_size) * dp_size
     chosen = np.linspace(0, windows.count - 1, total).astype(np.int64)
     mine = chosen[dp_rank::dp_size]
     return [windows.batch(mine[i:i + batch]) for i in range(0, len(mine), batch)]

@@ -153,16 +153,18 @@ def _write_split(pool, cfg: DataConfig, split: str, out: Path, dtype: np.dtype) 
 
 def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = False) -> Prepared:
     """Tokenize cfg's source into data_dir (default: a cache folder). Reuses a matching earlier result."""
+    sources.check(cfg)
     out = Path(data_dir or cfg.dir or default_dir(cfg))
     given = BPETokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
-    if given is not None:
-        shard_dtype(given.vocab_size, cfg.dtype)  # refuse before any work
+    shard_dtype(given.vocab_size if given else cfg.vocab_size, cfg.dtype)  # refuse before any work
     if (out / MANIFEST).is_file() and not force:
         prepared = load_prepared(out)
         if given is not None and prepared.manifest["tokenizer_hash"] != given.fingerprint():
             raise ScratchError(f"shards in {out} were made by another tokenizer; pick another --data.dir "
                                "or re-run prepare with --force")
         return prepared
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ScratchError(f"{out} exists and is not a prepared dataset; pick a new or empty --data.dir")
 
     tokenizer = given or train_tokenizer(
         tqdm(_limited(sources.documents(cfg, "train"), TOKENIZER_TRAIN_CHARS), desc="train tokenizer",
@@ -196,8 +198,10 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
             "splits": splits,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out.exists():
+        if (out / MANIFEST).is_file():  # --force: replace the earlier dataset, and only a dataset
             shutil.rmtree(out)
+        elif out.exists():
+            out.rmdir()  # empty, checked above
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     finally:

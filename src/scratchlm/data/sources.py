@@ -45,6 +45,12 @@ def local_files(source: str) -> list[Path]:
     return files
 
 
+def check(cfg: DataConfig) -> None:
+    """Fail fast on a local source that is not there, before any slow work starts."""
+    if cfg.source != "embedded" and not cfg.source.startswith("hf:"):
+        local_files(cfg.source)
+
+
 def _stream_rows(builder: str, text_field: str, where: str, **kwargs) -> Iterator[str]:
     """Stream rows through `datasets` and yield the text column; the one path for hub and local files."""
     import datasets  # imported here: it takes a second to import and the embedded corpus never needs it
@@ -89,12 +95,24 @@ def _txt_documents(path: Path) -> Iterator[str]:
         yield rest
 
 
+def _is_empty(path: Path) -> bool:
+    if path.stat().st_size == 0:
+        return True
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows == 0
+    return False
+
+
 def _all_documents(cfg: DataConfig) -> Iterator[str]:
     if cfg.source.startswith("hf:"):
         name, _, config = cfg.source[3:].partition(":")
         yield from _stream_rows(name, cfg.text_field, cfg.source, name=config or None, split=cfg.hub_split)
         return
     for path in local_files(cfg.source):
+        if _is_empty(path):
+            continue  # `datasets` fails on an empty file with an obscure error; it simply holds no documents
         if path.suffix == ".txt":
             yield from _txt_documents(path)
         elif path.suffix == ".parquet":
@@ -126,5 +144,5 @@ def documents(cfg: DataConfig, split: str) -> Iterator[str]:
         if split == "train":
             raise ScratchError(f"data source {cfg.source} has no documents (is the file empty, or the text "
                                f"field '{cfg.text_field}' blank?)")
-        raise ScratchError(f"data source {cfg.source} has too few documents to hold out 1 in {every} for "
-                           "validation; add documents or raise --data.val_fraction (e.g. 0.5)")
+        raise ScratchError(f"data source {cfg.source} leaves no documents for validation (val_fraction "
+                           f"{cfg.val_fraction}); add documents or set --data.val_fraction between 0.01 and 0.5")

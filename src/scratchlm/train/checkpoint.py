@@ -3,7 +3,7 @@
     RUN_DIR/checkpoints/step_000200/
         model.safetensors   weights (safetensors: no code runs when loading)
         optimizer.pt        AdamW moments and step counts (loaded with weights_only=True)
-        state.json          optimizer step reached, tokens seen, data position
+        state.json          optimizer step reached (which fixes the data position) and tokens seen
         rng.pt              torch RNG states
 
 A checkpoint is written to step_XXXXXX.tmp and renamed when complete: a crash mid-write leaves

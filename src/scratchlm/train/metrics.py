@@ -106,10 +106,15 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 
 class LossWatch:
-    """Stops on NaN/Inf and warns on spikes and plateaus, naming the learning rate as first suspect."""
+    """Stops on NaN/Inf and warns on spikes and plateaus, naming the learning rate as first suspect.
 
-    def __init__(self, warmup_steps: int, window: int = 50) -> None:
+    A plateau is only reported while the learning rate is above half its peak: late in the cosine
+    decay a flattening curve is expected, early on it means the rate is wrong.
+    """
+
+    def __init__(self, warmup_steps: int, peak_lr: float = 0.0, window: int = 50) -> None:
         self.warmup = warmup_steps
+        self.peak_lr = peak_lr
         self.window = window
         self.ema: float | None = None
         self.recent: deque[float] = deque(maxlen=2 * window)
@@ -126,7 +131,7 @@ class LossWatch:
             if loss > 1.5 * self.ema and loss - self.ema > 0.5:
                 warning = (f"loss spiked to {loss:.3f} at step {step} (recent average {self.ema:.3f}); if spikes "
                            f"repeat, lower --optim.lr (now {lr:.3g}) or --optim.grad_clip")
-            elif len(self.recent) == self.recent.maxlen:
+            elif len(self.recent) == self.recent.maxlen and lr >= 0.5 * self.peak_lr:
                 older = sum(list(self.recent)[:self.window]) / self.window
                 newer = sum(list(self.recent)[self.window:]) / self.window
                 if newer > older - 0.002 * abs(older):

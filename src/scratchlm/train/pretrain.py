@@ -20,7 +20,7 @@ from scratchlm.data.prepare import prepare
 from scratchlm.errors import ScratchError
 from scratchlm.model import build_model, flops_per_token, num_params
 from scratchlm.parallel.parallelize import parallelize
-from scratchlm.run import start_run
+from scratchlm.run import check_run_dir, start_run
 from scratchlm.train.checkpoint import load_checkpoint
 from scratchlm.train.optim import build_optimizer
 from scratchlm.train.trainer import Trainer, resolve_device
@@ -37,10 +37,11 @@ def pretrain(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, floa
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ScratchError("train.device is cuda but no GPU is visible; use --train.device cpu")
+    ckpt = check_run_dir(run_dir, cfg, resume)
     prepared = prepare(cfg.data)
     tokenizer = prepared.tokenizer()
     cfg.model.vocab_size = tokenizer.vocab_size  # the embedding has one row per token of the tokenizer
-    ckpt = start_run(run_dir, cfg, tokenizer, resume)
+    start_run(run_dir, cfg, tokenizer, ckpt)
 
     model = build_model(cfg.model, device, seed=cfg.train.seed)
     parallelize(model, cfg.train)

@@ -103,7 +103,7 @@ class Trainer:
                          else nullcontext())
         self.metrics = MetricsLog(self.run_dir, enabled=is_main)
         self.metrics.truncate_after(start_step)
-        self.watch = LossWatch(cfg.optim.warmup_steps)
+        self.watch = LossWatch(cfg.optim.warmup_steps, cfg.optim.lr)
         self.flops_per_token = flops_per_token(cfg.model, t.seq_len)
         self.peak = t.peak_flops or peak_flops(device, t.precision)
         self.n_devices = n_devices
@@ -187,6 +187,8 @@ class Trainer:
                 step, done = self.step, self.step == t.max_steps
                 evaluate, save = step % t.eval_every == 0 or done, step % t.save_every == 0 or done
                 if step % t.log_every == 0 or evaluate or save:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()  # the GPU runs ahead of Python; time the work, not the queueing
                     seconds = time.perf_counter() - tick
                     last_val = self.validation_loss() if evaluate else None
                     self._flush(pending, seconds, last_val, bar)

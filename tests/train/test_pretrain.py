@@ -1,0 +1,108 @@
+"""pretrain through the CLI, as a user runs it: outputs, bit-for-bit resume, divergence, bad input."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, run_cli, write_jsonl
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus_jsonl) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "run"
+    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "8", "--samples", "1",
+            "--train.save_every", "4", *FAST)
+    return run
+
+
+def test_run_directory_holds_everything(trained):
+    for name in ("config.yaml", "tokenizer.json", "metrics.jsonl", "plots/loss.png", "plots/lr.png",
+                 "checkpoints/step_000008/model.safetensors", "checkpoints/step_000008/optimizer.pt"):
+        assert (trained / name).is_file(), name
+    assert any((trained / "tensorboard").iterdir())
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))  # one object per optimizer step
+    assert all({"step", "loss", "lr", "tokens_per_s", "grad_norm", "mfu"} <= r.keys() for r in records)
+    assert "val_loss" in records[3] and "val_loss" in records[7]  # eval_every 4
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_resume_continues_bit_for_bit(tmp_path, corpus_jsonl):
+    """8 steps straight == 4 steps, stop, --resume to 8: the same loss at every step, to the last bit."""
+    common = ["--data", str(corpus_jsonl), "--samples", "0", "--optim.lr_decay_steps", "8", *FAST]
+    run_cli("pretrain", "--out", str(tmp_path / "straight"), "--max-steps", "8", *common)
+    run_cli("pretrain", "--out", str(tmp_path / "split"), "--max-steps", "4", *common)
+    resumed = run_cli("pretrain", "--out", str(tmp_path / "split"), "--max-steps", "8", "--resume", *common)
+    assert "resuming" in resumed.stderr + resumed.stdout
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+    assert len(losses(tmp_path / "straight")) == 8
+
+
+def test_existing_run_needs_resume_and_same_model(trained):
+    before = tree_digest(trained / "checkpoints")
+    again = run_cli("pretrain", "--out", str(trained), "--max-steps", "9", *FAST, check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    other = run_cli("pretrain", "--out", str(trained), "--max-steps", "9", "--resume", *FAST, "--model.dim", "128",
+                    check=False)
+    assert other.returncode == 2 and "another model" in other.stderr and "Traceback" not in other.stderr
+    assert tree_digest(trained / "checkpoints") == before  # nothing on disk was touched
+
+
+def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus_jsonl):
+    run = tmp_path / "nan"
+    proc = run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "6", *FAST,
+                   "--optim.lr", "1e30", "--optim.warmup_steps", "0", "--optim.grad_clip", "0",
+                   "--train.save_every", "1", "--train.log_every", "1", check=False)
+    assert proc.returncode == 2 and "diverged" in proc.stderr and "Traceback" not in proc.stderr
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept and all(not name.endswith(".tmp") for name in kept)
+    last = json.loads((run / "checkpoints" / kept[-1] / "state.json").read_text())["step"]
+    logged = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert last < 6  # it stopped early
+    assert all(loss == loss for loss in logged[:last])  # every step up to the kept checkpoint was finite
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/no/such/file.jsonl"], "does not exist"),
+    (["--optim.lrr", "1e-3"], "did you mean 'optim.lr'"),
+    (["--optim.lr", "0"], "optim.lr must be positive"),
+    (["--optim.lr", "-3e-4"], "optim.lr must be positive"),
+    (["--train.global_batch_tokens", "1000"], "not a multiple"),
+    (["--model.n_heads", "3"], "not divisible"),
+    (["--model.n_kv_heads", "3"], "must divide"),
+    (["--data.dtype", "uint16", "--data.vocab_size", "70000"], "does not fit uint16"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, corpus_jsonl, args, message):
+    base = ["--data", str(corpus_jsonl)] if "--data" not in args else []
+    proc = run_cli("pretrain", "--out", str(tmp_path / "run"), "--max-steps", "2", *FAST, *base, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and sum("error" in line for line in lines) == 1
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_empty_data_file_is_refused(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    proc = run_cli("prepare", "--data", str(tmp_path / "empty.jsonl"), *FAST, check=False)
+    assert proc.returncode == 2 and "no documents" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_prepare_then_pretrain_reuses_shards(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", 120, seed=3)
+    out = run_cli("prepare", "--data", str(data), *FAST).stdout
+    assert "bytes per token" in out
+    proc = run_cli("pretrain", "--data", str(data), "--out", str(tmp_path / "r"), "--max-steps", "2", "--samples", "0",
+                   *FAST)
+    assert "train tokenizer" not in proc.stderr  # the cached tokenizer and shards were reused
