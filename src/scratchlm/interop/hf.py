@@ -285,12 +285,12 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "5
     # An imported model keeps its own template; ours only fits a tokenizer that has our chat tokens.
     chat_template = (template_file.read_text() if template_file.is_file()
                      else CHAT_TEMPLATE if tokenizer.roles == NATIVE_ROLES else None)
+    config = hf_config(cfg.model, tokenizer, out_dtype)
     stops = list(dict.fromkeys([tokenizer.eos_id, tokenizer.bos_id]))  # scratchlm.infer.generate.stop_ids
-    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stops,
-                  "pad_token_id": hf_config(cfg.model, tokenizer, out_dtype)["pad_token_id"]}
+    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stops, "pad_token_id": config["pad_token_id"]}
     with _staged_dir(out_dir) as tmp:
         files = _save_shards({rename(k, to_hf=True): v for k, v in weights.items()}, tmp, max_bytes)
-        (tmp / "config.json").write_text(json.dumps(hf_config(cfg.model, tokenizer, out_dtype), indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
         for name, text in _hf_tokenizer_files(tokenizer, cfg.model, chat_template).items():
             (tmp / name).write_text(text)
