@@ -86,6 +86,28 @@ def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
     print(json.dumps({"file": args.out, "lines": lines, "split": args.split, "kind": args.kind}))
 
 
+def cmd_export_hf(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.interop.hf import export_hf
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm export-hf --help")
+    done = export_hf(args.run_dir, args.out_dir, max_shard_size=args.max_shard_size, dtype=args.dtype)
+    print(f"exported {args.run_dir} ({done['step']}, {done['dtype']}, {done['files']} safetensors file(s)) to "
+          f"{done['out']}; load it with transformers.AutoModelForCausalLM.from_pretrained('{done['out']}')")
+
+
+def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.interop.hf import import_hf
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm import-hf --help")
+    done = import_hf(args.source, args.out_run_dir)
+    m = done["model"]
+    print(f"imported {args.source} into {done['out']}: {m.n_layers} layers, dim {m.dim}, {m.n_heads} heads / "
+          f"{m.n_kv_heads} kv heads, vocab {m.vocab_size} ({done['tokenizer_vocab']} tokens), {done['dtype']}; "
+          f"try scratchlm generate {done['out']} --prompt 'Hello'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
                                      description="Build a Llama-style language model from scratch.")
@@ -116,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export-hf", allow_abbrev=False,
+                       help="write a run's latest checkpoint as a Hugging Face Llama model directory")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir", help="new directory for transformers, vLLM, llama.cpp's converter, lm-eval")
+    p.add_argument("--max-shard-size", default="5GB", help="split model.safetensors above this size (e.g. 2GB)")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], help="weights' dtype (default: the checkpoint's)")
+    p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("import-hf", allow_abbrev=False,
+                       help="turn a Llama-architecture Hugging Face model into a run directory")
+    p.add_argument("source", help="a local model directory, or a hub id such as owner/name")
+    p.add_argument("out_run_dir")
+    p.set_defaults(func=cmd_import_hf)
 
     p = sub.add_parser("corpus", allow_abbrev=False,
                        help="write the embedded corpus (stories, math problems) to a .jsonl file")

@@ -32,6 +32,13 @@ class ModelConfig:
     ffn_hidden_dim: int = 768  # SwiGLU inner width (w1, w3: dim -> hidden; w2: hidden -> dim)
     max_seq_len: int = 256  # longest context the RoPE tables cover
     rope_theta: float = 10000.0
+    # "llama3": Llama 3.1's long-context RoPE, which slows the low frequencies by rope_factor and blends
+    # the middle ones (as transformers' rope_type "llama3"); "none": plain RoPE.
+    rope_scaling: str = "none"
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int = 8192
     norm_eps: float = 1e-5
     tie_embeddings: bool = True  # the output head reuses the token-embedding matrix
     init_std: float = 0.02
@@ -271,6 +278,9 @@ def validate(cfg: Config) -> None:
         (m.n_kv_heads >= 1 and m.n_heads % m.n_kv_heads == 0,
          f"model.n_kv_heads {m.n_kv_heads} must divide model.n_heads {m.n_heads} (grouped-query attention)"),
         (m.head_dim % 2 == 0, f"head dim {m.head_dim} (dim / n_heads) must be even for rotary embeddings"),
+        (m.rope_scaling in ("none", "llama3") and m.rope_high_freq_factor > m.rope_low_freq_factor,
+         f"model.rope_scaling must be none or llama3 (got '{m.rope_scaling}'), with rope_high_freq_factor above "
+         "rope_low_freq_factor"),
         (m.n_layers >= 1 and m.vocab_size >= 1 and m.ffn_hidden_dim >= 1, "model sizes must be positive"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
         (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}"),

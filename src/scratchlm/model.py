@@ -59,10 +59,26 @@ def rope_tables(cfg: ModelConfig, device: torch.device | str | None = None) -> t
     """
     half = cfg.head_dim // 2
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float64) / half))
+    if cfg.rope_scaling == "llama3":
+        inv_freq = llama3_scaled(inv_freq, cfg)
     positions = torch.arange(cfg.max_seq_len, device=device, dtype=torch.float64)
     angles = torch.outer(positions, inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().float(), angles.sin().float()
+
+
+def llama3_scaled(inv_freq: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Llama 3.1's frequency scaling for long contexts.
+
+    Pairs whose wavelength exceeds the pretraining context / low_freq_factor never completed a turn
+    in pretraining, so they are slowed by rope_factor to stretch over the longer context; those
+    shorter than context / high_freq_factor keep their speed; in between, the two blend linearly in
+    context / wavelength. This equals transformers' three-case form (its boundaries included).
+    """
+    wavelen = 2 * math.pi / inv_freq
+    smooth = ((cfg.rope_original_max_seq_len / wavelen - cfg.rope_low_freq_factor)
+              / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)).clamp(0, 1)
+    return (1 - smooth) * inv_freq / cfg.rope_factor + smooth * inv_freq
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

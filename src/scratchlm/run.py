@@ -2,6 +2,7 @@
 
     RUN_DIR/config.yaml      the fully resolved config (repeat the run with --config RUN_DIR/config.yaml)
     RUN_DIR/tokenizer.json   the tokenizer the model was trained with
+    RUN_DIR/special_tokens.json  which tokens are bos, eos, pad, for an imported model (absent: ours)
     RUN_DIR/checkpoints/     step_XXXXXX/ folders (scratchlm.train.checkpoint)
     RUN_DIR/metrics.jsonl    one JSON object per optimizer step
     RUN_DIR/plots/           loss.png, lr.png
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from scratchlm.train.checkpoint import latest_checkpoint, load_weights
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
+SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 
 def read_config(run_dir: Path) -> Config:
@@ -39,6 +42,13 @@ def _first_difference(a: object, b: object) -> str:
     return ""
 
 
+def load_tokenizer(run_dir: Path) -> BPETokenizer:
+    """The run's tokenizer, with the bos/eos/pad roles an imported model brought, if any."""
+    roles_file = Path(run_dir) / SPECIAL_TOKENS_FILE
+    roles = json.loads(roles_file.read_text()) if roles_file.is_file() else None
+    return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, roles)
+
+
 def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
     """Check that run_dir can take this run, before any data is prepared or anything is written.
 
@@ -49,7 +59,7 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
     if ckpt is None:
         return None
     stored = read_config(run_dir)
-    # The vocabulary comes from the tokenizer, compared in start_run once it is known.
+    # The vocabulary comes from the tokenizer, which start_run compares once it is known.
     ours = dataclasses.replace(cfg.model, vocab_size=stored.model.vocab_size)
     if stored.model != ours:
         raise ScratchError(f"{run_dir} holds a checkpoint of another model (model."
@@ -67,7 +77,7 @@ def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | 
     """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json."""
     run_dir = Path(run_dir)
     if ckpt is not None:
-        stored_tok = BPETokenizer.load(run_dir / TOKENIZER_FILE)
+        stored_tok = load_tokenizer(run_dir)
         if stored_tok.fingerprint() != tokenizer.fingerprint():
             raise ScratchError(f"{run_dir} holds a checkpoint trained with another tokenizer; choose another --out "
                                f"or train on data prepared with --data.tokenizer {run_dir / TOKENIZER_FILE}")
@@ -86,7 +96,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise ScratchError(f"{run_dir} has no checkpoint yet; train it first (scratchlm pretrain --out {run_dir})")
-    tokenizer = BPETokenizer.load(run_dir / TOKENIZER_FILE)
+    tokenizer = load_tokenizer(run_dir)
     model = build_model(cfg.model, device)
     load_weights(model, ckpt)
     return cfg, tokenizer, model.eval()

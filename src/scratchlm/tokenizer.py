@@ -23,6 +23,9 @@ from scratchlm.errors import ScratchError
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SYSTEM, USER, ASSISTANT, END_OF_TURN = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, SYSTEM, USER, ASSISTANT, END_OF_TURN]
+# Which token plays bos, eos and pad. A model imported from elsewhere brings its own (e.g. Llama 3's
+# <|begin_of_text|>), recorded beside its tokenizer.json in the run directory (scratchlm.run).
+NATIVE_ROLES = {"bos": BOS, "eos": EOS, "pad": PAD}
 
 # GPT-4's split pattern (cl100k), with digits in groups of at most three.
 SPLIT_PATTERN = (
@@ -32,14 +35,23 @@ SPLIT_PATTERN = (
 
 
 class BPETokenizer:
-    """A thin, typed face over a `tokenizers.Tokenizer` with the project's special tokens."""
+    """A thin, typed face over a `tokenizers.Tokenizer` with the project's special tokens.
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    roles maps bos/eos/pad to tokens; None means the project's own (NATIVE_ROLES, and the chat
+    tokens must exist too). An imported tokenizer may have no pad token (pad: None).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, roles: dict[str, str | None] | None = None) -> None:
         self.tok = tokenizer
-        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        self.roles = dict(roles or NATIVE_ROLES)
+        wanted = SPECIAL_TOKENS if roles is None else [t for t in self.roles.values() if t is not None]
+        missing = [t for t in wanted if tokenizer.token_to_id(t) is None]
         if missing:
-            raise ScratchError(f"tokenizer lacks the special tokens {missing}; train it with scratchlm prepare")
-        self.bos_id, self.eos_id, self.pad_id = (tokenizer.token_to_id(t) for t in (BOS, EOS, PAD))
+            hint = "train it with scratchlm prepare" if roles is None else "the run's special-token map does not fit"
+            raise ScratchError(f"tokenizer lacks the special tokens {missing}; {hint}")
+        self.bos_id, self.eos_id = tokenizer.token_to_id(self.roles["bos"]), tokenizer.token_to_id(self.roles["eos"])
+        # Llama checkpoints ship no pad token; eos stands in, as transformers users do.
+        self.pad_id = tokenizer.token_to_id(self.roles["pad"]) if self.roles.get("pad") else self.eos_id
 
     @property
     def vocab_size(self) -> int:
@@ -70,18 +82,19 @@ class BPETokenizer:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_json(cls, text: str) -> BPETokenizer:
-        return cls(Tokenizer.from_str(text))
+    def from_json(cls, text: str, roles: dict[str, str | None] | None = None) -> BPETokenizer:
+        return cls(Tokenizer.from_str(text), roles)
 
     @classmethod
-    def load(cls, path: str | Path) -> BPETokenizer:
+    def load(cls, path: str | Path, roles: dict[str, str | None] | None = None) -> BPETokenizer:
         path = Path(path)
         if not path.is_file():
             raise ScratchError(f"tokenizer file {path} does not exist")
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
             raise ScratchError(f"{path} is not a tokenizer.json: {str(exc).splitlines()[0]}") from None
+        return cls(tok, roles)
 
 
 def new_bpe() -> Tokenizer:

@@ -1,0 +1,1 @@
+"""Bridges to other ecosystems' model formats (hf: the Hugging Face Llama format)."""
