@@ -86,9 +86,8 @@ def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | 
     tokenizer.save(run_dir / TOKENIZER_FILE)
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
-             ) -> tuple[Config, BPETokenizer, Transformer]:
-    """The config, tokenizer and latest weights of a run, ready for inference."""
+def open_run(run_dir: str | Path) -> tuple[Config, BPETokenizer, Path]:
+    """The config, tokenizer and latest checkpoint folder of a trained run, or a clear refusal."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ScratchError(f"run directory {run_dir} does not exist")
@@ -96,7 +95,13 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise ScratchError(f"{run_dir} has no checkpoint yet; train it first (scratchlm pretrain --out {run_dir})")
-    tokenizer = load_tokenizer(run_dir)
+    return cfg, load_tokenizer(run_dir), ckpt
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
+             ) -> tuple[Config, BPETokenizer, Transformer]:
+    """The config, tokenizer and latest weights of a run, ready for inference."""
+    cfg, tokenizer, ckpt = open_run(run_dir)
     model = build_model(cfg.model, device)
     load_weights(model, ckpt)
     return cfg, tokenizer, model.eval()

@@ -50,9 +50,8 @@ from tokenizers import Tokenizer, processors
 from scratchlm.config import Config, ModelConfig, validate
 from scratchlm.errors import ScratchError
 from scratchlm.model import Transformer
-from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, load_tokenizer, read_config
+from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, open_run
 from scratchlm.tokenizer import ASSISTANT, END_OF_TURN, NATIVE_ROLES, SYSTEM, USER, BPETokenizer
-from scratchlm.train.checkpoint import latest_checkpoint
 
 # (our name, Hugging Face name); {i} is the layer index.
 RENAMES = [
@@ -268,13 +267,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "5
     max_bytes = parse_size(max_shard_size)
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise ScratchError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, got '{dtype}'")
-    if not run_dir.is_dir():
-        raise ScratchError(f"run directory {run_dir} does not exist")
-    cfg = read_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise ScratchError(f"{run_dir} has no checkpoint yet; train it first (scratchlm pretrain --out {run_dir})")
-    tokenizer = load_tokenizer(run_dir)
+    cfg, tokenizer, ckpt = open_run(run_dir)
     weights = _load_safetensors(ckpt / "model.safetensors", str(ckpt))
     _check_tensors(weights, cfg.model, str(ckpt), hf_names=False)
     if dtype is not None:
