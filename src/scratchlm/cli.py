@@ -50,6 +50,8 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = _resolve(args, extra)
     out = Path(args.out)
     result = pretrain(cfg, out, resume=args.resume)
+    if not result["main"]:  # the other ranks of a torchrun job stay quiet
+        return
     print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}")
     if args.samples:
         print_samples(out, n=args.samples)

@@ -39,8 +39,9 @@ def _first_difference(a: object, b: object) -> str:
     return ""
 
 
-def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, resume: bool) -> Path | None:
-    """Check that run_dir can take this run, then write config.yaml and tokenizer.json.
+def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, resume: bool, write: bool = True) -> Path | None:
+    """Check that run_dir can take this run, then write config.yaml and tokenizer.json (unless write is
+    False: the other ranks of a torchrun job only check).
 
     Returns the checkpoint to resume from, or None to start from step 0. Every refusal happens
     before anything in run_dir is touched.
@@ -59,12 +60,13 @@ def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, resume: bool)
         if not resume:
             raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
                                "continue it, or choose another --out")
-        if stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
+        if write and stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
             print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
                   "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / CONFIG_FILE)
-    tokenizer.save(run_dir / TOKENIZER_FILE)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / CONFIG_FILE)
+        tokenizer.save(run_dir / TOKENIZER_FILE)
     return ckpt if resume else None
 
 
