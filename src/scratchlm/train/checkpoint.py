@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from scratchlm.errors import ScratchError
 
@@ -150,7 +152,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
         torch.save(rng, tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+        # step last: the state of a resumed run still holds the step it resumed from
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -183,6 +186,27 @@ def check_compatible(model: nn.Module, ckpt: Path) -> None:
                                f"wants {tuple(tensor.shape)})")
 
 
+def _shard_like(full: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """Cut a full state dict (the single-file format) to this rank's shards: each tensor takes the
+    placements of its local counterpart (distribute_tensor without src_data_rank slices locally)."""
+    out = {}
+    for key, value in full.items():
+        ref = local.get(key)
+        if isinstance(ref, DTensor):
+            value = distribute_tensor(value.to(ref.device), ref.device_mesh, ref.placements, src_data_rank=None)
+        elif isinstance(ref, torch.Tensor):
+            value = value.to(ref.device)
+        out[key] = value
+    return out
+
+
+def _dcp_load(state: dict[str, Any], ckpt: Path) -> None:
+    """Fill state in place from a DCP checkpoint, resharding to this layout."""
+    with warnings.catch_warnings():  # without a process group DCP reads in this process alone, as meant
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+        dcp.load(state, checkpoint_id=ckpt)
+
+
 def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Load a checkpoint's weights into model, whatever layout wrote them and however model is sharded."""
     ckpt = Path(ckpt)
@@ -190,13 +214,11 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     names = _Names(model)
     if is_sharded(ckpt):
         sd = _sharded_state(model, None)
-        dcp.load(sd, checkpoint_id=ckpt)  # without a process group, DCP reads in this process alone
+        _dcp_load(sd, ckpt)
         set_model_state_dict(model, names.local(sd["model"]))
         return
-    device = "cpu" if _distributed() else str(next(model.parameters()).device)
-    weights = names.local(load_file(ckpt / "model.safetensors", device=device))
-    # A full state dict: set_model_state_dict keeps this rank's shard of each tensor.
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+    local = get_model_state_dict(model)
+    set_model_state_dict(model, _shard_like(names.local(load_file(ckpt / "model.safetensors")), local))
 
 
 def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
@@ -207,13 +229,12 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         names = _Names(model)
         if is_sharded(ckpt):
             sd = {"optim": _sharded_state(model, optimizer)["optim"]}
-            dcp.load(sd, checkpoint_id=ckpt)
+            _dcp_load(sd, ckpt)
             set_optimizer_state_dict(model, optimizer, names.local(sd["optim"], optim=True), options=FLAT)
         else:
-            full = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu")
-            set_optimizer_state_dict(model, optimizer, names.local(full, optim=True),
-                                     options=StateDictOptions(flatten_optimizer_state_dict=True,
-                                                              full_state_dict=True))
+            full = names.local(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"), optim=True)
+            local = get_optimizer_state_dict(model, optimizer, options=FLAT)
+            set_optimizer_state_dict(model, optimizer, _shard_like(full, local), options=FLAT)
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
