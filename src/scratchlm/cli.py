@@ -30,10 +30,10 @@ def _resolve(args: argparse.Namespace, extra: list[str]):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_overrides(extra))
-    config_file = args.config
-    if getattr(args, "resume", False) and not config_file and (Path(args.out) / "config.yaml").is_file():
-        config_file = Path(args.out) / "config.yaml"
-    return load_config(args.preset, config_file, overrides)
+    if getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file():
+        # The parallel layout belongs to the launch, not to the run: a run saved on 4 ranks resumes on any.
+        return load_config(args.preset, Path(args.out) / "config.yaml", overrides, skip_sections=("parallel",))
+    return load_config(args.preset, args.config, overrides)
 
 
 def cmd_prepare(args: argparse.Namespace, extra: list[str]) -> None:
@@ -54,6 +54,8 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
     cfg = _resolve(args, extra)
     out = Path(args.out)
     result = pretrain(cfg, out, resume=args.resume)
+    if not result["main"]:  # the other ranks of a torchrun job stay quiet
+        return
     print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}")
     if args.samples:
         print_samples(out, n=args.samples)
@@ -108,6 +110,34 @@ def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
           f"try scratchlm generate {done['out']} --prompt 'Hello'")
 
 
+def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.parallel.planner import plan
+
+    cfg = _resolve(args, extra)
+    t = cfg.train
+    checkpointing = args.activation_checkpointing
+    if checkpointing is None:
+        checkpointing = t.activation_checkpointing
+    result = plan(cfg.model, args.gpus, args.gpus_per_node, int(args.gpu_mem_gb * 1e9), args.seq_len or t.seq_len,
+                  args.micro_batch or t.micro_batch_size, args.precision or t.precision, checkpointing,
+                  cfg.parallel.pp_schedule)
+    if args.json:
+        print(json.dumps(result))
+        return
+    gib = 2**30
+    print(f"{'dp':>5} {'tp':>3} {'pp':>3} {'params':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'buffers':>8} "
+          f"{'total':>8}  GiB per GPU")
+    for x in result["layouts"]:
+        b = x["bytes"]
+        keys = ("params", "grads", "optimizer", "activations", "buffers", "total")
+        row = " ".join(f"{b[k] / gib:8.2f}" for k in keys)
+        print(f"{x['dp']:>5} {x['tp']:>3} {x['pp']:>3} {row}  {'fits' if x['fits'] else 'too big'}")
+    best = result["recommended"]
+    print(f"recommended: dp {best['dp']} x tp {best['tp']} x pp {best['pp']}: {best['reason']}")
+    print(f"  torchrun ... scratchlm pretrain --parallel.tp {best['tp']} --parallel.pp {best['pp']} "
+          "--parallel.dp_shard -1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
                                      description="Build a Llama-style language model from scratch.")
@@ -126,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--samples", type=int, default=3, help="samples to print when training ends (0: none)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("plan", allow_abbrev=False, help="memory per GPU of every parallel layout, and the one to use",
+                       epilog="Any config field is an option too, e.g. --model.n_layers 40")
+    _config_args(p)
+    p.add_argument("--gpus", type=int, required=True, help="GPUs in all")
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory of one GPU in GB (1e9 bytes)")
+    p.add_argument("--seq-len", type=int, default=0, help="default: the config's train.seq_len")
+    p.add_argument("--micro-batch", type=int, default=0, help="sequences per micro-batch (default: the config's)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=None)
+    p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
     p.add_argument("run_dir")

@@ -249,7 +249,7 @@ def preset(name: str) -> Config:
 
 
 def load_config(preset_name: str | None = None, config_file: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> Config:
+                overrides: dict[str, Any] | None = None, skip_sections: tuple[str, ...] = ()) -> Config:
     """Resolve a config: preset (default tiny, or the one named in the file), then the file, then overrides."""
     tree: dict[str, Any] = {}
     if config_file:
@@ -263,7 +263,7 @@ def load_config(preset_name: str | None = None, config_file: str | Path | None =
         if not isinstance(tree, dict):
             raise ScratchError(f"config file {path} must hold a mapping of sections")
     cfg = preset(preset_name or tree.get("preset") or "tiny")
-    apply_dict(cfg, tree, str(config_file))
+    apply_dict(cfg, {k: v for k, v in tree.items() if k not in skip_sections}, str(config_file))
     for key, value in (overrides or {}).items():
         set_key(cfg, key, value)
     validate(cfg)

@@ -15,12 +15,13 @@ Build on the meta device, then materialise and initialise:
     with torch.device("meta"):
         model = Transformer(cfg)
     model.to_empty(device="cpu")
-    model.init_weights()
+    model.init_weights(seed=0)
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Protocol
 
 import torch
@@ -112,7 +113,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
+        """cos, sin: the whole RoPE tables. They are sliced here, where x holds the full sequence: under
+        sequence parallelism a block's residual stream is only a shard of it."""
         batch, seq, _ = x.shape
+        cos, sin = cos[start_pos:start_pos + seq], sin[start_pos:start_pos + seq]
         # -1 instead of n_heads: under tensor parallelism this rank holds only its share of the heads.
         q = self.wq(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
@@ -189,11 +193,8 @@ class Transformer(nn.Module):
         one without the head returns hidden states.
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        seq = h.shape[1]
-        cos = self.rope_cos[start_pos:start_pos + seq]
-        sin = self.rope_sin[start_pos:start_pos + seq]
         for layer in self.layers.values():
-            h = layer(h, cos, sin, cache, start_pos)
+            h = layer(h, self.rope_cos, self.rope_sin, cache, start_pos)
         if self.norm is None:
             return h
         h = self.norm(h)
@@ -202,39 +203,50 @@ class Transformer(nn.Module):
         return F.linear(h, self.tok_embeddings.weight)
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every parameter and recompute the RoPE tables (after to_empty from meta).
+    def init_weights(self, seed: int = 0) -> None:
+        """Initialise every parameter and recompute the RoPE tables (after to_empty from meta)."""
+        self.init_buffers()
+        for name, param in self.named_parameters():
+            self.init_parameter(name, param, parameter_generator(seed, name, param.device))
 
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        cos, sin = rope_tables(self.cfg, device=self.rope_cos.device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    @torch.no_grad()
+    def init_parameter(self, name: str, tensor: torch.Tensor, generator: torch.Generator) -> None:
+        """Initialise the parameter called `name` (its name in the full model) into `tensor`, in place.
+
+        Each parameter draws from its own generator, seeded by its name (parameter_generator), so its
+        values do not depend on which other parameters a module holds: a pipeline stage with some of
+        the layers, or a rank that fills a shard of a parameter, gets what the whole model would.
         Residual-branch output projections (wo, w2) start smaller, by 1/sqrt(2 n_layers), so the
         residual stream's variance does not grow with depth (GPT-2's scheme).
         """
-        cfg = self.cfg
-        device = self.rope_cos.device
-        cos, sin = rope_tables(cfg, device=device)
-        self.rope_cos.copy_(cos)
-        self.rope_sin.copy_(sin)
-        std, out_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
-        if self.tok_embeddings is not None:
-            nn.init.normal_(self.tok_embeddings.weight, std=std)
-        for layer in self.layers.values():
-            layer.attention_norm.reset_parameters()
-            layer.ffn_norm.reset_parameters()
-            layer.attention.reset_parameters(std, out_std)
-            layer.feed_forward.reset_parameters(std, out_std)
-        if self.norm is not None:
-            self.norm.reset_parameters()
-        if self.output is not None:
-            nn.init.trunc_normal_(self.output.weight, std=std, a=-3 * std, b=3 * std)
+        std = self.cfg.init_std
+        if name.endswith("norm.weight"):
+            nn.init.ones_(tensor)
+        elif name == "tok_embeddings.weight":
+            nn.init.normal_(tensor, std=std, generator=generator)
+        else:
+            if name.endswith(("wo.weight", "w2.weight")):
+                std = std / math.sqrt(2 * self.cfg.n_layers)
+            nn.init.trunc_normal_(tensor, std=std, a=-3 * std, b=3 * std, generator=generator)
 
 
-def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int | None = None) -> Transformer:
+def parameter_generator(seed: int, name: str, device: torch.device | str) -> torch.Generator:
+    """A generator for one parameter, seeded by the run's seed and the parameter's name."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int = 0) -> Transformer:
     """Construct on the meta device (no memory), then materialise on `device` and initialise."""
     with torch.device("meta"):
         model = Transformer(cfg)
     model.to_empty(device=device)
-    if seed is not None:
-        torch.manual_seed(seed)
-    model.init_weights()
+    model.init_weights(seed)
     return model
 
 

@@ -49,8 +49,9 @@ def load_tokenizer(run_dir: Path) -> BPETokenizer:
     return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, roles)
 
 
-def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = True) -> Path | None:
     """Check that run_dir can take this run, before any data is prepared or anything is written.
+    Every rank of a torchrun job checks, so all refuse alike; only one announces.
 
     Returns the checkpoint to resume from, or None to start from step 0.
     """
@@ -67,23 +68,25 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
     if not resume:
         raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
                            "continue it, or choose another --out")
-    if stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
+    if announce and stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
         print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
               "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")
     return ckpt
 
 
-def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None) -> None:
-    """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json."""
+def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None, write: bool = True) -> None:
+    """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json
+    (unless write is False: the other ranks of a torchrun job only check)."""
     run_dir = Path(run_dir)
     if ckpt is not None:
         stored_tok = load_tokenizer(run_dir)
         if stored_tok.fingerprint() != tokenizer.fingerprint():
             raise ScratchError(f"{run_dir} holds a checkpoint trained with another tokenizer; choose another --out "
                                f"or train on data prepared with --data.tokenizer {run_dir / TOKENIZER_FILE}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / CONFIG_FILE)
-    tokenizer.save(run_dir / TOKENIZER_FILE)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / CONFIG_FILE)
+        tokenizer.save(run_dir / TOKENIZER_FILE)
 
 
 def open_run(run_dir: str | Path) -> tuple[Config, BPETokenizer, Path]:

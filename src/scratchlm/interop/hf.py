@@ -49,9 +49,10 @@ from tokenizers import Tokenizer, processors
 
 from scratchlm.config import Config, ModelConfig, validate
 from scratchlm.errors import ScratchError
-from scratchlm.model import Transformer
+from scratchlm.model import Transformer, build_model
 from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, open_run
 from scratchlm.tokenizer import ASSISTANT, END_OF_TURN, NATIVE_ROLES, SYSTEM, USER, BPETokenizer
+from scratchlm.train.checkpoint import is_sharded, load_weights, model_state
 
 # (our name, Hugging Face name); {i} is the layer index.
 RENAMES = [
@@ -173,6 +174,16 @@ def _load_safetensors(path: Path, where: str) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------- export
 
 
+def _checkpoint_weights(cfg: ModelConfig, ckpt: Path) -> dict[str, torch.Tensor]:
+    """Whole tensors of a checkpoint: read directly from one safetensors file, or, for a run saved by
+    several processes, gathered from its DCP shards into a model built in this one process."""
+    if not is_sharded(ckpt):
+        return _load_safetensors(ckpt / "model.safetensors", str(ckpt))
+    model = build_model(cfg, "cpu")
+    load_weights(model, ckpt)
+    return model_state(model)
+
+
 def hf_config(cfg: ModelConfig, tokenizer: BPETokenizer, dtype: torch.dtype) -> dict[str, Any]:
     """config.json of a LlamaForCausalLM with cfg's shapes (rope_theta and rope_scaling in the form
     every Llama loader reads; transformers 5 folds them into rope_parameters itself)."""
@@ -268,7 +279,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "5
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise ScratchError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, got '{dtype}'")
     cfg, tokenizer, ckpt = open_run(run_dir)
-    weights = _load_safetensors(ckpt / "model.safetensors", str(ckpt))
+    weights = _checkpoint_weights(cfg.model, ckpt)
     _check_tensors(weights, cfg.model, str(ckpt), hf_names=False)
     if dtype is not None:
         weights = {k: v.to(EXPORT_DTYPES[dtype]) for k, v in weights.items()}

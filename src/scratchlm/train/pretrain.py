@@ -1,8 +1,9 @@
 """`scratchlm pretrain`: data -> model -> the Trainer, in a run directory.
 
-    prepare (or reuse cached) shards and tokenizer
-    -> check the run directory (resume? same model? same tokenizer?) and write config.yaml
-    -> build the model on the meta device, initialise, apply checkpointing/compile
+    check the run directory (resume? same model?), on every rank, before any slow work
+    -> prepare (or reuse cached) shards and tokenizer; same tokenizer as the checkpoint? write config.yaml
+    -> build the model on the meta device, split into pipeline stages, parallelize (TP, AC, compile,
+       FSDP), then allocate and initialise only this rank's shards
     -> AdamW; restore a checkpoint when resuming
     -> Trainer.fit()
 """
@@ -17,13 +18,14 @@ from tqdm import tqdm
 from scratchlm.config import Config
 from scratchlm.data.loader import TrainBatches, validation_batches
 from scratchlm.data.prepare import prepare
-from scratchlm.errors import ScratchError
-from scratchlm.model import build_model, flops_per_token, num_params
-from scratchlm.parallel.parallelize import parallelize
+from scratchlm.model import flops_per_token, num_params
+from scratchlm.parallel.build import build_parallel_model
+from scratchlm.parallel.parallelize import mixed_precision, uses_fsdp
+from scratchlm.parallel.world import World, setup_world
 from scratchlm.run import check_run_dir, start_run
 from scratchlm.train.checkpoint import load_checkpoint
 from scratchlm.train.optim import build_optimizer
-from scratchlm.train.trainer import Trainer, resolve_device
+from scratchlm.train.trainer import Trainer, token_loss
 
 
 def describe(cfg: Config) -> str:
@@ -34,34 +36,52 @@ def describe(cfg: Config) -> str:
 
 
 def pretrain(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, float]:
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ScratchError("train.device is cuda but no GPU is visible; use --train.device cpu")
-    ckpt = check_run_dir(run_dir, cfg, resume)
-    prepared = prepare(cfg.data)
+    """Train in this process, or as one rank of a torchrun job (the layout comes from cfg.parallel)."""
+    world = setup_world(cfg)  # every layout error is raised here, before any process group or allocation
+    try:
+        return _pretrain(cfg, Path(run_dir), resume, world)
+    finally:
+        world.close()
+
+
+def _pretrain(cfg: Config, run_dir: Path, resume: bool, world: World) -> dict[str, float]:
+    say = tqdm.write if world.is_main else (lambda _text: None)
+    # Every rank checks the run directory before the data is prepared, so all refuse alike and early.
+    ckpt = check_run_dir(run_dir, cfg, resume, announce=world.is_main)
+    prepared = world.main_first(lambda: prepare(cfg.data))  # rank 0 fills the shared cache first
     tokenizer = prepared.tokenizer()
     cfg.model.vocab_size = tokenizer.vocab_size  # the embedding has one row per token of the tokenizer
-    start_run(run_dir, cfg, tokenizer, ckpt)
+    start_run(run_dir, cfg, tokenizer, ckpt, write=world.is_main)  # only rank 0 writes to it
+    world.barrier()
 
-    model = build_model(cfg.model, device, seed=cfg.train.seed)
-    parallelize(model, cfg.train)
+    model, pipeline = build_parallel_model(cfg, world, token_loss)
     optimizer = build_optimizer(model, cfg.optim)
     start, state = 0, None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer)
         start = state["step"]
-        tqdm.write(f"resuming {run_dir} from {ckpt.name}")
+        say(f"resuming {run_dir} from {ckpt.name}")
     else:
         torch.manual_seed(cfg.train.seed)  # the same RNG stream whether or not the model was built here
 
-    t = cfg.train
+    t, dims = cfg.train, world.dims
     global_batch = t.global_batch_tokens // t.seq_len
-    batches = TrainBatches(prepared, t.seq_len, global_batch, seed=t.seed)
-    val = validation_batches(prepared, t.seq_len, t.micro_batch_size, t.eval_batches)
+    batches = TrainBatches(prepared, t.seq_len, global_batch, dp_rank=world.dp_rank, dp_size=dims.dp, seed=t.seed)
+    # The pipeline runs validation in the training micro-batch shape it was set up with: the same
+    # windows, grouped into whole local batches.
+    local_batch = global_batch // dims.dp
+    val_batch = local_batch if pipeline is not None else t.micro_batch_size
+    val = validation_batches(prepared, t.seq_len, val_batch, max(1, t.eval_batches * t.micro_batch_size // val_batch),
+                             dp_rank=world.dp_rank, dp_size=dims.dp)
     train_tokens = prepared.manifest["splits"]["train"]["tokens"]
-    tqdm.write(describe(cfg))
-    tqdm.write(f"data: {train_tokens:,} train tokens in {prepared.dir}; {t.global_batch_tokens:,} tokens per step "
-               f"({global_batch} x {t.seq_len}, {global_batch // t.micro_batch_size} micro-batches); "
-               f"{t.max_steps} steps = {batches.epoch_of(t.max_steps):.2f} epochs; device {device}, {t.precision}")
-    trainer = Trainer(cfg, run_dir, model, optimizer, batches, val, device, start_step=start, state=state)
-    return trainer.fit()
+    say(describe(cfg))
+    say(f"data: {train_tokens:,} train tokens in {prepared.dir}; {t.global_batch_tokens:,} tokens per step "
+        f"({global_batch} x {t.seq_len}, {local_batch // t.micro_batch_size} micro-batches per data-parallel rank); "
+        f"{t.max_steps} steps = {batches.epoch_of(t.max_steps):.2f} epochs; device {world.device}, {t.precision}")
+    if world.distributed:
+        say(f"layout: {dims.world_size} processes = {dims}")
+    trainer = Trainer(cfg, run_dir, model, optimizer, batches, val, world.device, start_step=start, state=state,
+                      is_main=world.is_main, dp_size=dims.dp, n_devices=dims.world_size, world=world,
+                      pipeline=pipeline, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)))
+    result = trainer.fit()
+    return {**result, "main": world.is_main}

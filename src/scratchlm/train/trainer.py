@@ -5,7 +5,8 @@ feed it and the loss they compute; this loop owns everything else:
         lr <- schedule(step)
         batch <- stage's batches for this step (this data-parallel rank's share)
         for each micro-batch: loss = stage loss / n_micro; backward   (gradient accumulation)
-        clip gradient norm; AdamW step
+          (with pipeline parallel, the pipeline schedule's step does the micro-batches instead)
+        clip gradient norm (over all shards and stages); AdamW step
         every log_every:  losses to metrics.jsonl + TensorBoard + progress bar; NaN/spike/plateau watch
         every eval_every: validation loss
         every save_every: checkpoint (after the watch has seen every loss up to it)
@@ -21,12 +22,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from scratchlm.config import Config
 from scratchlm.model import flops_per_token
+from scratchlm.parallel.parallelize import set_gradient_sync
+from scratchlm.parallel.pipeline import Pipeline
+from scratchlm.parallel.world import World
 from scratchlm.train.checkpoint import save_checkpoint
 from scratchlm.train.metrics import LossWatch, MetricsLog, plot_run
 from scratchlm.train.optim import lr_at
@@ -43,10 +49,28 @@ class BatchSource(Protocol):
     def batch_for(self, step: int) -> Batch: ...
 
 
-def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting each next token, in fp32 whatever the compute precision."""
-    logits = model(inputs)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return token_loss(model(inputs), targets)
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World | None) -> torch.Tensor:
+    """Clip by the norm of the whole model's gradient. Sharded gradients (DTensors) give their norm over
+    all shards; pipeline stages each hold some layers, so their squared norms are summed over pp."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = nn.utils.get_total_norm(grads)
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    if world is not None and world.dims.pp > 1:
+        squared = total**2
+        dist.all_reduce(squared, group=world.submesh("pp").get_group())
+        total = squared.sqrt()
+    nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,16 +114,22 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  batches: BatchSource, val_batches: list[Batch], device: torch.device,
                  loss_fn: LossFn = next_token_loss, start_step: int = 0, state: dict[str, Any] | None = None,
-                 is_main: bool = True, dp_size: int = 1, n_devices: int = 1) -> None:
+                 is_main: bool = True, dp_size: int = 1, n_devices: int = 1, world: World | None = None,
+                 pipeline: Pipeline | None = None, autocast: bool = True) -> None:
+        """world: this rank's place in a torchrun job (None: one process). pipeline: the schedule that
+        replaces forward/backward when the model (then a ModuleList of stages) is pipelined.
+        autocast: False when FSDP's mixed-precision policy already computes in bf16."""
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
         self.batches, self.val_batches, self.device, self.loss_fn = batches, val_batches, device, loss_fn
+        self.world, self.pipeline = world, pipeline
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.step = start_step
         self.state = state or {"tokens": 0}
         self.is_main = is_main
         t = cfg.train
         self.tokens_per_step = t.global_batch_tokens
         self.micro_batches = t.global_batch_tokens // (t.micro_batch_size * t.seq_len * dp_size)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16"
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" and autocast
                          else nullcontext())
         self.metrics = MetricsLog(self.run_dir, enabled=is_main)
         self.metrics.truncate_after(start_step)
@@ -114,16 +144,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = self.batches.batch_for(self.step)
-        mb = cfg.train.micro_batch_size
-        total = torch.zeros((), device=self.device)
-        for i in range(self.micro_batches):
-            x = inputs[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
-            y = targets[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
+        if self.pipeline is not None:
             with self.autocast:
-                loss = self.loss_fn(self.model, x, y) / self.micro_batches
-            loss.backward()
-            total += loss.detach()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip or float("inf"))
+                total = self.pipeline.step(inputs.to(self.device), targets.to(self.device))
+        else:
+            mb = cfg.train.micro_batch_size
+            total = torch.zeros((), device=self.device)
+            for i in range(self.micro_batches):
+                x = inputs[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
+                y = targets[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
+                set_gradient_sync(self.model, i == self.micro_batches - 1)
+                with self.autocast:
+                    loss = self.loss_fn(self.model, x, y) / self.micro_batches
+                loss.backward()
+                total += loss.detach()
+        grad_norm = clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"), self.world)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -135,10 +170,14 @@ class Trainer:
         self.model.eval()
         losses = []
         for inputs, targets in self.val_batches:
+            x, y = inputs.to(self.device), targets.to(self.device)
             with self.autocast:
-                losses.append(self.loss_fn(self.model, inputs.to(self.device), targets.to(self.device)))
+                losses.append(self.pipeline.eval(x, y) if self.pipeline is not None else self.loss_fn(self.model, x, y))
         self.model.train()
-        return torch.stack(losses).mean().item()
+        return self._mean_over_ranks(torch.stack(losses).mean()).item()
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        return self.world.mean_over_batch(value) if self.world is not None else value
 
     def _flush(self, pending: list[Pending], seconds: float, val_loss: float | None, bar: tqdm) -> None:
         """Materialise the pending steps' numbers: watch them, log them, show them."""
@@ -147,8 +186,8 @@ class Trainer:
         tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
         mfu = tokens_per_s * self.flops_per_token / (self.peak * self.n_devices)
         records = []
-        for p in pending:
-            loss = p.loss.item()
+        losses = self._mean_over_ranks(torch.stack([p.loss for p in pending])).tolist()
+        for p, loss in zip(pending, losses, strict=True):
             warning = self.watch.check(p.step, loss, p.lr)
             if warning:
                 tqdm.write(f"warning: {warning}")
@@ -168,9 +207,9 @@ class Trainer:
         pending.clear()
 
     def save(self) -> None:
-        if self.is_main:
-            save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.state,
-                            self.cfg.train.keep_checkpoints)
+        # Under torchrun every rank calls it: each writes its own shards.
+        save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.state,
+                        self.cfg.train.keep_checkpoints)
 
     def fit(self) -> dict[str, float]:
         """Train to train.max_steps; return the last losses."""
