@@ -106,3 +106,23 @@ def test_prepare_then_pretrain_reuses_shards(tmp_path):
     proc = run_cli("pretrain", "--data", str(data), "--out", str(tmp_path / "r"), "--max-steps", "2", "--samples", "0",
                    *FAST)
     assert "train tokenizer" not in proc.stderr  # the cached tokenizer and shards were reused
+
+
+def test_no_data_means_the_embedded_corpus(tmp_path):
+    """With no --data, pretrain prepares the embedded corpus on the fly and caches it for the next run."""
+    args = ["--max-steps", "2", "--samples", "0", "--data.embedded_docs", "300", *FAST]
+    first = run_cli("pretrain", "--out", str(tmp_path / "a"), *args)
+    second = run_cli("pretrain", "--out", str(tmp_path / "b"), *args)
+    assert "embedded" in first.stdout and "train tokenizer" in first.stderr
+    assert "train tokenizer" not in second.stderr  # cached
+    assert "source: embedded" in (tmp_path / "a" / "config.yaml").read_text()
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # the same data, seed and model: the same run
+
+
+def test_corpus_command_writes_gsm8k_style_jsonl(tmp_path):
+    out = tmp_path / "math.jsonl"
+    run_cli("corpus", "--out", str(out), "--split", "heldout", "--n", "5", "--kind", "math")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 and all(r["answer"].splitlines()[-1].startswith("#### ") for r in rows)
+    bad = run_cli("corpus", "--out", str(out), "--split", "test", check=False)
+    assert bad.returncode == 2 and "heldout" in bad.stderr

@@ -1,0 +1,34 @@
+"""Activation checkpointing and torch.compile change how a block runs, never what it computes or
+what its parameters are called."""
+
+import pytest
+import torch
+
+from scratchlm.model import build_model
+from scratchlm.parallel.parallelize import apply_activation_checkpointing, apply_compile
+from scratchlm.train.trainer import next_token_loss
+
+from conftest import small_model_config
+
+
+def loss_and_grads(model, tokens):
+    model.zero_grad(set_to_none=True)
+    loss = next_token_loss(model, tokens[:, :-1], tokens[:, 1:])
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("wrap,tol", [(apply_activation_checkpointing, 0.0), (apply_compile, 1e-5)],
+                         ids=["activation_checkpointing", "compile"])
+def test_wrapped_model_computes_the_same(wrap, tol):
+    cfg = small_model_config()
+    plain, wrapped = build_model(cfg, seed=0), build_model(cfg, seed=0)
+    wrap(wrapped)
+    assert list(wrapped.state_dict()) == list(plain.state_dict())  # checkpoints stay interchangeable
+    tokens = torch.randint(0, cfg.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    loss_a, grads_a = loss_and_grads(plain, tokens)
+    loss_b, grads_b = loss_and_grads(wrapped, tokens)
+    torch.testing.assert_close(loss_b, loss_a, rtol=tol, atol=tol)
+    names_b = {n.replace("._checkpoint_wrapped_module", ""): g for n, g in grads_b.items()}
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(names_b[name], grad, rtol=tol, atol=tol, msg=name)
