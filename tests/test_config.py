@@ -24,7 +24,10 @@ def test_bad_values_are_refused():
                                 ("optim.lr", "-1e-3", "optim.lr must be positive"),
                                 ("model.n_heads", "3", "not divisible by model.n_heads"),
                                 ("model.n_kv_heads", "3", "must divide model.n_heads"),
-                                ("train.global_batch_tokens", "1000", "not a multiple"),
+                                ("train.global_batch_tokens", "1000", "not a positive multiple"),
+                                ("train.global_batch_tokens", "0", "not a positive multiple"),
+                                ("model.n_heads", "0", "model.n_heads must be at least 1"),
+                                ("parallel.pp_microbatches", "-2", "pp_microbatches must be"),
                                 ("train.max_steps", "ten", "wants int"),
                                 ("train.precision", "fp8", "bf16 or fp32")]:
         with pytest.raises(ScratchError, match=message):

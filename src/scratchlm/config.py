@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from scratchlm import atomic
 from scratchlm.errors import ScratchError
 
 
@@ -105,7 +106,7 @@ class ParallelConfig:
     dp_shard: int = -1  # -1: whatever the world size leaves
     tp: int = 1
     pp_schedule: str = "1F1B"
-    pp_microbatches: int = 0  # 0: one per pipeline stage
+    pp_microbatches: int = 0  # 0: this rank's batch in micro-batches of train.micro_batch_size
     backend: str = "auto"  # "auto" (nccl on GPU, gloo on CPU) | "nccl" | "gloo"
 
 
@@ -122,7 +123,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _llama(dim: int, n_layers: int, n_heads: int, n_kv_heads: int, ffn: int, vocab: int, seq: int,
@@ -273,6 +274,11 @@ def load_config(preset_name: str | None = None, config_file: str | Path | None =
 def validate(cfg: Config) -> None:
     """Reject configs that cannot train, before anything is allocated."""
     m, t, o = cfg.model, cfg.train, cfg.optim
+    sizes = {"model.dim": m.dim, "model.n_heads": m.n_heads, "model.n_layers": m.n_layers,
+             "model.vocab_size": m.vocab_size, "model.ffn_hidden_dim": m.ffn_hidden_dim}
+    for key, value in sizes.items():  # before any of them divides another below
+        if value < 1:
+            raise ScratchError(f"{key} must be at least 1, got {value}")
     checks = [
         (m.dim % m.n_heads == 0, f"model.dim {m.dim} is not divisible by model.n_heads {m.n_heads}"),
         (m.n_kv_heads >= 1 and m.n_heads % m.n_kv_heads == 0,
@@ -281,7 +287,6 @@ def validate(cfg: Config) -> None:
         (m.rope_scaling in ("none", "llama3") and m.rope_high_freq_factor > m.rope_low_freq_factor,
          f"model.rope_scaling must be none or llama3 (got '{m.rope_scaling}'), with rope_high_freq_factor above "
          "rope_low_freq_factor"),
-        (m.n_layers >= 1 and m.vocab_size >= 1 and m.ffn_hidden_dim >= 1, "model sizes must be positive"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
         (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}"),
         (o.warmup_steps >= 0 and o.grad_clip >= 0 and o.weight_decay >= 0,
@@ -295,6 +300,8 @@ def validate(cfg: Config) -> None:
         (t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{t.device}'"),
         (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1,
          "train.eval_every, log_every, save_every and keep_checkpoints must be at least 1"),
+        (cfg.parallel.pp_microbatches >= 0,
+         f"parallel.pp_microbatches must be 0 (automatic) or positive, got {cfg.parallel.pp_microbatches}"),
         (cfg.data.vocab_size >= 300, f"data.vocab_size {cfg.data.vocab_size} is too small: byte-level BPE "
                                      "needs 256 byte tokens plus merges and special tokens; use at least 300"),
     ]
@@ -302,10 +309,11 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ScratchError(message)
     tokens_per_micro = t.micro_batch_size * t.seq_len
-    if t.global_batch_tokens % tokens_per_micro:
+    if t.global_batch_tokens < tokens_per_micro or t.global_batch_tokens % tokens_per_micro:
+        nearest = max(1, round(t.global_batch_tokens / tokens_per_micro)) * tokens_per_micro
         raise ScratchError(
-            f"train.global_batch_tokens {t.global_batch_tokens} is not a multiple of micro_batch_size x seq_len "
-            f"= {tokens_per_micro}; use {max(1, round(t.global_batch_tokens / tokens_per_micro)) * tokens_per_micro}")
+            f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of micro_batch_size x "
+            f"seq_len = {tokens_per_micro}; use {nearest}")
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

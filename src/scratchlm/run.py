@@ -21,7 +21,7 @@ from scratchlm.config import Config, load_config
 from scratchlm.errors import ScratchError
 from scratchlm.model import Transformer, build_model
 from scratchlm.tokenizer import BPETokenizer
-from scratchlm.train.checkpoint import latest_checkpoint, load_weights
+from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weights
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -68,6 +68,9 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     if not resume:
         raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
                            "continue it, or choose another --out")
+    if not is_sharded(ckpt) and not (ckpt / "optimizer.pt").is_file():
+        raise ScratchError(f"{ckpt} holds weights only (an imported model), not a training state to resume; "
+                           "train into another --out")
     if announce and stored.train.max_steps != cfg.train.max_steps and not cfg.optim.lr_decay_steps:
         print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
               "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from scratchlm import atomic
 from scratchlm.errors import ScratchError
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -74,7 +75,7 @@ class BPETokenizer:
         return self.tok.to_str()
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        atomic.write_text(path, self.to_json())
 
     def fingerprint(self) -> str:
         """A hash of the whole tokenizer: shards and checkpoints record it to refuse a mismatch."""

@@ -180,6 +180,20 @@ def test_default_dir_is_keyed_by_what_changes_the_shards(cfg, prepared, tmp_path
         assert default_dir(replace(base, **change)) != key, change
 
 
+def test_an_edited_source_file_is_a_new_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHLM_CACHE", str(tmp_path / "cache"))
+    data = write_jsonl(tmp_path / "d.jsonl", 20, seed=1)
+    cfg = DataConfig(source=str(data), vocab_size=VOCAB, workers=1)
+    before = default_dir(cfg)
+    write_jsonl(data, 21, seed=2)
+    assert default_dir(cfg) != before
+    explicit = replace(cfg, dir=str(tmp_path / "prepared"), val_fraction=0.25)
+    prepare(explicit)
+    write_jsonl(data, 22, seed=3)  # the same --data.dir no longer matches its source
+    with pytest.raises(ScratchError, match="other data or settings"):
+        prepare(explicit)
+
+
 # --------------------------------------------------------------------------------------------------
 # Shard dtype
 # --------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus_jsonl):
     (["--optim.lrr", "1e-3"], "did you mean 'optim.lr'"),
     (["--optim.lr", "0"], "optim.lr must be positive"),
     (["--optim.lr", "-3e-4"], "optim.lr must be positive"),
-    (["--train.global_batch_tokens", "1000"], "not a multiple"),
+    (["--train.global_batch_tokens", "1000"], "not a positive multiple"),
     (["--model.n_heads", "3"], "not divisible"),
     (["--model.n_kv_heads", "3"], "must divide"),
     (["--data.dtype", "uint16", "--data.vocab_size", "70000"], "does not fit uint16"),

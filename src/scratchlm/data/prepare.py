@@ -68,12 +68,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("SCRATCHLM_CACHE", Path.home() / ".cache" / "scratchlm"))
 
 
+def settings_digest(cfg: DataConfig) -> str:
+    """A hash of the settings and source files that make the shards (the tokenizer is compared on its own,
+    by fingerprint, so that a dataset can be reused with the very tokenizer it was made with)."""
+    key = {k: v for k, v in asdict(cfg).items() if k not in ("dir", "workers", "tokenizer")}
+    key["files"] = sources.fingerprint(cfg)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def default_dir(cfg: DataConfig) -> Path:
-    """A cache folder named by everything that changes the shards."""
-    key = {k: v for k, v in asdict(cfg).items() if k not in ("dir", "workers")}
-    if cfg.tokenizer:
-        key["tokenizer"] = BPETokenizer.load(cfg.tokenizer).fingerprint()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    """A cache folder named by the settings digest and, when one is given, the tokenizer."""
+    key = settings_digest(cfg) + (BPETokenizer.load(cfg.tokenizer).fingerprint() if cfg.tokenizer else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     label = "embedded" if cfg.source == "embedded" else Path(cfg.source.replace("hf:", "")).name or "data"
     return cache_root() / "data" / f"{label}-{digest}"
 
@@ -157,11 +163,15 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
     out = Path(data_dir or cfg.dir or default_dir(cfg))
     given = BPETokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
     shard_dtype(given.vocab_size if given else cfg.vocab_size, cfg.dtype)  # refuse before any work
+    digest = settings_digest(cfg)
     if (out / MANIFEST).is_file() and not force:
         prepared = load_prepared(out)
         if given is not None and prepared.manifest["tokenizer_hash"] != given.fingerprint():
             raise ScratchError(f"shards in {out} were made by another tokenizer; pick another --data.dir "
                                "or re-run prepare with --force")
+        if prepared.manifest.get("settings") != digest:
+            raise ScratchError(f"shards in {out} were made from other data or settings (source "
+                               f"{prepared.manifest['source']}); pick another --data.dir or prepare with --force")
         return prepared
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ScratchError(f"{out} exists and is not a prepared dataset; pick a new or empty --data.dir")
@@ -186,6 +196,7 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
         manifest = {
             "format": 1,
             "source": cfg.source,
+            "settings": digest,
             "tokenizer_hash": tokenizer.fingerprint(),
             "vocab_size": tokenizer.vocab_size,
             "dtype": dtype.name,
@@ -198,12 +209,20 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
             "splits": splits,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        # Another process may have finished the same dataset meanwhile (ranks of a job on a node-local
+        # cache): theirs is identical, so it is kept and this copy dropped.
+        if (out / MANIFEST).is_file() and not force:
+            return load_prepared(out)
         if (out / MANIFEST).is_file():  # --force: replace the earlier dataset, and only a dataset
             shutil.rmtree(out)
         elif out.exists():
             out.rmdir()  # empty, checked above
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / MANIFEST).is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_prepared(out)

@@ -45,6 +45,17 @@ def local_files(source: str) -> list[Path]:
     return files
 
 
+def fingerprint(cfg: DataConfig) -> list[tuple[str, int, int]]:
+    """(absolute path, size, modification time) of every local file: an edited or moved file is a new source."""
+    if cfg.source == "embedded" or cfg.source.startswith("hf:"):
+        return []
+    try:
+        files = local_files(cfg.source)
+    except ScratchError:  # no files yet: check() reports that where it matters
+        return []
+    return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 def check(cfg: DataConfig) -> None:
     """Fail fast on a local source that is not there, before any slow work starts."""
     if cfg.source != "embedded" and not cfg.source.startswith("hf:"):

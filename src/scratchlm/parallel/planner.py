@@ -25,6 +25,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from scratchlm.config import ModelConfig
+from scratchlm.errors import ScratchError
 from scratchlm.parallel.parallelize import uses_fsdp
 from scratchlm.parallel.pipeline import stage_layers
 from scratchlm.parallel.world import ParallelDims
@@ -209,6 +210,12 @@ def valid_layouts(m: ModelConfig, gpus: int, gpus_per_node: int) -> list[Paralle
 
 def plan(m: ModelConfig, gpus: int, gpus_per_node: int, gpu_mem_bytes: int, seq_len: int, micro_batch: int,
          precision: str, checkpointing: bool, schedule: str = "1F1B") -> dict:
+    for name, value in (("--gpus", gpus), ("--gpus-per-node", gpus_per_node), ("--seq-len", seq_len),
+                        ("--micro-batch", micro_batch)):
+        if value < 1:
+            raise ScratchError(f"{name} must be at least 1, got {value}")
+    if gpu_mem_bytes <= 0:
+        raise ScratchError(f"--gpu-mem-gb must be positive, got {gpu_mem_bytes / 1e9:g}")
     layouts = []
     for dims in valid_layouts(m, gpus, gpus_per_node):
         b = layout_bytes(m, dims, seq_len, micro_batch, precision, checkpointing, schedule)

@@ -32,7 +32,7 @@ class MetricsLog:
         """On resume, drop records a crashed run wrote past its last checkpoint, so steps stay unique."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [json.dumps(r) for r in _parse_lines(self.path) if r["step"] <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
@@ -53,9 +53,18 @@ class MetricsLog:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return _parse_lines(path) if path.exists() else []
+
+
+def _parse_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete record; a line cut short by a crash mid-write is skipped, not fatal."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def plot_run(run_dir: Path) -> list[Path]:

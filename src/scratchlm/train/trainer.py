@@ -29,6 +29,7 @@ from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from scratchlm.config import Config
+from scratchlm.errors import ScratchError
 from scratchlm.model import flops_per_token
 from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
@@ -40,9 +41,11 @@ from scratchlm.train.optim import lr_at
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-# Dense bf16 tensor-core peaks from the datasheets, per GPU.
-GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H20": 148e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12,
-                 "4090": 165e12, "3090": 71e12}
+# Dense bf16 tensor-core peaks from the datasheets, per GPU, matched against the device name in this
+# order (so "L40S" is not taken for "L4", nor an H100 PCIe for the SXM part).
+GPU_PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H20", 148e12), ("A100", 312e12),
+                 ("A10G", 125e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("4090", 165e12),
+                 ("3090", 71e12)]
 
 
 class BatchSource(Protocol):
@@ -74,9 +77,18 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World | N
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' (a GPU when one is visible), 'cpu', 'cuda' or 'cuda:N', refusing what this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ScratchError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ScratchError(f"unsupported device '{name}'; use auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ScratchError(f"device {name} asked for, but no GPU is visible; use --device cpu")
+    return device
 
 
 def measured_matmul_flops(dtype: torch.dtype = torch.bfloat16, n: int = 1024, seconds: float = 0.3) -> float:
@@ -95,7 +107,11 @@ def measured_matmul_flops(dtype: torch.dtype = torch.bfloat16, n: int = 1024, se
 def peak_flops(device: torch.device, precision: str) -> float:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        return next((v for k, v in GPU_PEAK_BF16.items() if k in name), 989e12)
+        peak = next((v for k, v in GPU_PEAK_BF16 if k in name), None)
+        if peak is None:
+            raise ScratchError(f"the bf16 peak of '{name}' is not known, so MFU cannot be computed; "
+                               "give it with --train.peak_flops (FLOP/s per GPU)")
+        return peak
     return measured_matmul_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
