@@ -7,8 +7,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scratchlm.errors import ScratchError
+
+if TYPE_CHECKING:  # stages import their modules lazily, so `scratchlm --help` starts fast
+    from scratchlm.config import Config
 
 # Shortcuts for the most used config fields; every other field is --section.field VALUE.
 ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
@@ -21,7 +25,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
 
 
-def _resolve(args: argparse.Namespace, extra: list[str]):
+def _resolve(args: argparse.Namespace, extra: list[str]) -> Config:
     """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
     from scratchlm.config import load_config, parse_overrides
 

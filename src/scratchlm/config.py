@@ -83,6 +83,11 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     peak_flops: float = 0.0  # per device, for MFU; 0: known GPU table, or a measured bf16 matmul on CPU
 
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step, over all data-parallel ranks."""
+        return self.global_batch_tokens // self.seq_len
+
 
 @dataclass
 class OptimConfig:

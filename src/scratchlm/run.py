@@ -20,11 +20,10 @@ import torch
 from scratchlm.config import Config, load_config
 from scratchlm.errors import ScratchError
 from scratchlm.model import Transformer, build_model
-from scratchlm.tokenizer import BPETokenizer
+from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer
 from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weights
 
 CONFIG_FILE = "config.yaml"
-TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 

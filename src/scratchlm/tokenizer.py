@@ -6,7 +6,7 @@ numbers (which would make arithmetic harder to learn). Each piece is then mapped
 any UTF-8 text encodes and decodes back exactly, with no unknown token.
 
 Special tokens are reserved at fixed ids 0..N-1: bos/eos mark document boundaries, pad fills
-batches, and the chat roles are used by supervised fine-tuning.
+batches, and the chat roles mark the turns of a conversation (the chat format in interop/hf.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 from scratchlm import atomic
 from scratchlm.errors import ScratchError
+
+TOKENIZER_FILE = "tokenizer.json"  # its name in a run directory and in a prepared dataset
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SYSTEM, USER, ASSISTANT, END_OF_TURN = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from scratchlm.infer.generate import decode_stream
 from scratchlm.tokenizer import BPETokenizer
@@ -46,3 +47,10 @@ def test_decode_stream_never_splits_a_character(run):
     text = "héllo wörld 日本語 🙂 done"
     pieces = list(decode_stream(tok, iter(tok.encode(text))))
     assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+@pytest.mark.parametrize("device,message", [("cuda", "no GPU is visible"), ("tpu9", "device")])
+def test_unusable_device_is_one_clear_line(run, device, message):
+    proc = run_cli("generate", str(run), "--prompt", "the", "--device", device, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

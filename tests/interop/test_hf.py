@@ -179,6 +179,10 @@ def test_cli_import_then_generate(llama_tokenizer, tmp_path, capsys):
     hf_tok = transformers.AutoTokenizer.from_pretrained(src)
     stops = {llama_tokenizer.token_to_id(BEGIN), llama_tokenizer.token_to_id(END)}
     assert text == hf_tok.decode(hf_greedy(hf_model(src), hf_tok(prompt).input_ids, 12, stops)) + "\n"
+    # An imported run holds weights, not a training state: resuming it is refused in one line.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "2"])
+    assert exit_info.value.code == 2 and "holds weights only" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- a model trained here

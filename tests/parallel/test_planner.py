@@ -93,3 +93,10 @@ def test_plan_cli_json():
 def test_plan_table():
     out = run_cli("plan", "--preset", "7b", "--gpus", "16", "--gpu-mem-gb", "80", "--seq-len", "4096").stdout
     assert "recommended: dp" in out
+
+
+@pytest.mark.parametrize("flag,value", [("--gpus", "0"), ("--gpus-per-node", "0"), ("--gpu-mem-gb", "-1")])
+def test_plan_refuses_impossible_hardware(flag, value):
+    args = {"--gpus": "8", "--gpus-per-node": "8", "--gpu-mem-gb": "80"} | {flag: value}
+    proc = run_cli("plan", "--preset", "7b", *[x for kv in args.items() for x in kv], check=False)
+    assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr

@@ -42,3 +42,10 @@ def test_metrics_log_plots_and_truncate(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
     MetricsLog(tmp_path).truncate_after(4)
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n{"step": 2, "lo')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1]
+    MetricsLog(tmp_path, enabled=True).truncate_after(5)
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0, "lr": 0.1}]

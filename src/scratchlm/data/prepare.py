@@ -27,10 +27,9 @@ from tqdm import tqdm
 from scratchlm.config import DataConfig
 from scratchlm.data import sources
 from scratchlm.errors import ScratchError
-from scratchlm.tokenizer import BPETokenizer, train_tokenizer
+from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer, train_tokenizer
 
 MANIFEST = "manifest.json"
-TOKENIZER_FILE = "tokenizer.json"
 SHARD_TOKENS = 1 << 27  # 128M tokens: 256 MiB as uint16; big enough to be few, small enough to move
 BATCH_DOCS = 512
 TOKENIZER_TRAIN_CHARS = 1 << 30  # train BPE on at most ~1 GiB of text: merges barely change past that

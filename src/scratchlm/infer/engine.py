@@ -1,6 +1,6 @@
 """The generation engine: a preallocated KV cache, prefill, then one token at a time.
 
-One engine serves `generate`, and later chat, the server, RL rollouts and generative evaluation.
+One engine serves every command that generates text.
 
     prompt ids --prefill (one forward over the prompt, filling the cache)--> logits of the last position
     loop: sample a token -> forward that one token at its position (reads the cache) -> next logits
@@ -12,7 +12,6 @@ position: keys and values of earlier positions never change, so they are compute
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -77,12 +76,12 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
 
 
 class Engine:
-    def __init__(self, model: Transformer, stop_ids: set[int], precision: str = "fp32") -> None:
+    """Runs the model in its parameters' dtype; the KV cache takes the same dtype."""
+
+    def __init__(self, model: Transformer, stop_ids: set[int]) -> None:
         self.model = model.eval()
         self.stop_ids = stop_ids
         self.device = next(model.parameters()).device
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16"
-                         else nullcontext())
 
     @property
     def context_len(self) -> int:
@@ -107,8 +106,7 @@ class Engine:
         tokens = torch.tensor([prompt], device=self.device)
         pos = 0
         for _ in range(budget):
-            with self.autocast:
-                logits = self.model(tokens, cache=cache, start_pos=pos)[:, -1]
+            logits = self.model(tokens, cache=cache, start_pos=pos)[:, -1]
             pos += tokens.shape[1]
             next_id = sample(logits, params, generator)
             token = int(next_id.item())

@@ -13,7 +13,7 @@ lm-evaluation-harness load with no extra code:
     tokenizer.json            the run's BPE, with a post-processor that prepends bos as our training documents do
     tokenizer_config.json     bos/eos/pad tokens and the chat template
 
-Chat format (CHAT_TEMPLATE; supervised fine-tuning renders conversations exactly so):
+Chat format (CHAT_TEMPLATE; the one way a conversation becomes text for a scratchlm model):
 
     <|bos|><|system|>You are terse.<|end|><|user|>Hi!<|end|><|assistant|>Hello.<|end|>
 
@@ -453,7 +453,7 @@ def import_hf(source: str, out_run_dir: str | Path) -> dict[str, Any]:
                            f"model's vocab_size is {model_cfg.vocab_size}")
     cfg = Config(model=model_cfg)
     cfg.data.vocab_size = tokenizer.vocab_size
-    t = cfg.train  # fit the training defaults inside the model's context, for a later fine-tuning run
+    t = cfg.train  # fit the training defaults inside the model's context
     t.seq_len = min(t.seq_len, model_cfg.max_seq_len)
     t.global_batch_tokens = t.micro_batch_size * t.seq_len * max(1, t.global_batch_tokens // (t.micro_batch_size
                                                                                                 * t.seq_len))

@@ -33,6 +33,6 @@ def build_parallel_model(cfg: Config, world: World, loss_fn: Callable[[torch.Ten
     for part in parts:
         parallelize(part, t, world)
         materialize(part, world.device, t.seed)
-    local_batch = t.global_batch_tokens // t.seq_len // world.dims.dp
+    local_batch = t.global_batch // world.dims.dp
     micro = pipeline_microbatches(cfg.parallel, t.micro_batch_size, local_batch)
     return nn.ModuleList(parts), Pipeline(parts, world, cfg.parallel.pp_schedule, micro, loss_fn)

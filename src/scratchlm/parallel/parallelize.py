@@ -160,6 +160,7 @@ def materialize(model: Transformer, device: torch.device, seed: int) -> None:
 
 
 def set_gradient_sync(model: nn.Module, sync: bool) -> None:
-    """Under gradient accumulation FSDP reduces gradients only after the last micro-batch."""
+    """Under gradient accumulation FSDP reduces gradients only after the last micro-batch. (Plain
+    replication, DDP, still all-reduces after every micro-batch: correct, with more communication.)"""
     if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(sync)

@@ -186,7 +186,7 @@ def buffer_bytes(m: ModelConfig, dims: ParallelDims, weights: list[Weight], comp
     if dims.dp == 1:
         return rope
     block = sum(math.prod(w.shape) // (dims.tp if w.tp_dim is not None else 1)
-                for w in model_weights(m, range(1))[1:-1])  # one layer's weights, as TP leaves them
+                for w in model_weights(m, range(1), first=False, last=False))  # one layer, as TP leaves it
     if dims.dp_shard == 1 and dims.tp == 1:  # DDP: gradient buckets as large as the gradients
         return rope + FP32 * sum(math.prod(w.shape) for w in weights)
     root = sum(math.prod(w.shape) // (dims.tp if w.tp_dim is not None else 1) for w in weights

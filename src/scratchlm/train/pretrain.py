@@ -65,7 +65,7 @@ def _pretrain(cfg: Config, run_dir: Path, resume: bool, world: World) -> dict[st
         torch.manual_seed(cfg.train.seed)  # the same RNG stream whether or not the model was built here
 
     t, dims = cfg.train, world.dims
-    global_batch = t.global_batch_tokens // t.seq_len
+    global_batch = t.global_batch
     batches = TrainBatches(prepared, t.seq_len, global_batch, dp_rank=world.dp_rank, dp_size=dims.dp, seed=t.seed)
     # The pipeline runs validation in the training micro-batch shape it was set up with: the same
     # windows, grouped into whole local batches.

@@ -1,5 +1,5 @@
-"""The one training loop. Pretraining, SFT, reward modelling and DPO differ only in the batches they
-feed it and the loss they compute; this loop owns everything else:
+"""The one training loop. A stage is a source of batches and a loss (pretraining: windows of token
+shards and next-token cross-entropy); this loop owns everything else:
 
     for each optimizer step:
         lr <- schedule(step)
