@@ -70,7 +70,7 @@ class TrainConfig:
     seq_len: int = 256
     micro_batch_size: int = 16  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
-    max_steps: int = 600
+    max_steps: int = 500
     precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
     compile: bool = False  # torch.compile each block
     activation_checkpointing: bool = False
