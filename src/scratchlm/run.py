@@ -3,7 +3,7 @@
     RUN_DIR/config.yaml      the fully resolved config (repeat the run with --config RUN_DIR/config.yaml)
     RUN_DIR/tokenizer.json   the tokenizer the model was trained with
     RUN_DIR/special_tokens.json  which tokens are bos, eos, pad, for an imported model (absent: ours)
-    RUN_DIR/checkpoints/     step_XXXXXX/ folders (scratchlm.train.checkpoint)
+    RUN_DIR/checkpoints/     step_NNNNNN/ folders (scratchlm.train.checkpoint)
     RUN_DIR/metrics.jsonl    one JSON object per optimizer step
     RUN_DIR/plots/           loss.png, lr.png
     RUN_DIR/tensorboard/     event files for `tensorboard --logdir RUN_DIR`

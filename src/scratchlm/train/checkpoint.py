@@ -17,7 +17,7 @@ included: `generate` and export read a sharded run without a process group.
 The optimizer state goes through get/set_optimizer_state_dict, flattened to one entry per parameter
 ("state.layers.0.attention.wq.weight.exp_avg"), so it is keyed by names too and reshards the same way.
 
-A checkpoint is written to step_XXXXXX.tmp and renamed when complete: a crash mid-write leaves
+A checkpoint is written to step_NNNNNN.tmp and renamed when complete: a crash mid-write leaves
 the previous checkpoint as the latest. Only the last `keep` are kept.
 """
 
