@@ -62,6 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("error: this benchmark needs a CUDA GPU")
+    if peak_flops(torch.device("cuda"), "bf16") is None:
+        sys.exit(f"error: the bf16 peak of {torch.cuda.get_device_name()} is not in GPU_PEAK_BF16; MFU needs it")
     print(f"{torch.cuda.get_device_name()}: bf16 autocast, per-block torch.compile, seq {args.seq_len}")
     for name in args.presets:
         torch.cuda.reset_peak_memory_stats()

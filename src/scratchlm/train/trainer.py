@@ -104,13 +104,15 @@ def measured_matmul_flops(dtype: torch.dtype = torch.bfloat16, n: int = 1024, se
     return 2 * n**3 / best
 
 
-def peak_flops(device: torch.device, precision: str) -> float:
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """FLOP/s one device can reach: a datasheet figure for a known GPU, a measurement on a CPU, None when
+    unknown (then MFU is not reported rather than reported against a guess)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in GPU_PEAK_BF16 if k in name), None)
         if peak is None:
-            raise ScratchError(f"the bf16 peak of '{name}' is not known, so MFU cannot be computed; "
-                               "give it with --train.peak_flops (FLOP/s per GPU)")
+            tqdm.write(f"note: the bf16 peak of '{name}' is not known, so MFU is not reported; "
+                       "give it with --train.peak_flops (FLOP/s per GPU)")
         return peak
     return measured_matmul_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
 
@@ -200,7 +202,7 @@ class Trainer:
         if not pending:
             return
         tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
-        mfu = tokens_per_s * self.flops_per_token / (self.peak * self.n_devices)
+        mfu = tokens_per_s * self.flops_per_token / (self.peak * self.n_devices) if self.peak else None
         records = []
         losses = self._mean_over_ranks(torch.stack([p.loss for p in pending])).tolist()
         for p, loss in zip(pending, losses, strict=True):
@@ -209,13 +211,14 @@ class Trainer:
                 tqdm.write(f"warning: {warning}")
             records.append({"step": p.step, "loss": round(loss, 5), "lr": p.lr,
                             "grad_norm": round(p.grad_norm.item(), 5), "tokens_per_s": round(tokens_per_s, 1),
-                            "mfu": round(mfu, 4), "tokens": p.tokens})
+                            "mfu": round(mfu, 4) if mfu is not None else None, "tokens": p.tokens})
         if val_loss is not None:
             records[-1]["val_loss"] = round(val_loss, 5)
         self.metrics.write(records)
         last = records[-1]
-        shown = {"loss": f"{last['loss']:.3f}", "lr": f"{last['lr']:.2e}", "tok/s": f"{tokens_per_s:,.0f}",
-                 "mfu": f"{mfu:.1%}"}
+        shown = {"loss": f"{last['loss']:.3f}", "lr": f"{last['lr']:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
+        if mfu is not None:
+            shown["mfu"] = f"{mfu:.1%}"
         if val_loss is not None:
             shown["val"] = f"{val_loss:.3f}"
         bar.set_postfix(shown, refresh=False)
