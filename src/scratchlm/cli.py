@@ -124,7 +124,7 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
         checkpointing = t.activation_checkpointing
     result = plan(cfg.model, args.gpus, args.gpus_per_node, int(args.gpu_mem_gb * 1e9), args.seq_len or t.seq_len,
                   args.micro_batch or t.micro_batch_size, args.precision or t.precision, checkpointing,
-                  cfg.parallel.pp_schedule)
+                  cfg.parallel.pp_schedule, t.global_batch_tokens, cfg.parallel.pp_microbatches)
     if args.json:
         print(json.dumps(result))
         return

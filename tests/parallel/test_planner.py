@@ -14,8 +14,9 @@ from shard_bytes import MODEL
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action, Category
 
+from scratchlm.config import preset
 from scratchlm.model import build_model
-from scratchlm.parallel.planner import layout_bytes
+from scratchlm.parallel.planner import layout_bytes, plan
 from scratchlm.parallel.world import ParallelDims
 from scratchlm.train.trainer import next_token_loss
 
@@ -100,3 +101,16 @@ def test_plan_refuses_impossible_hardware(flag, value):
     args = {"--gpus": "8", "--gpus-per-node": "8", "--gpu-mem-gb": "80"} | {flag: value}
     proc = run_cli("plan", "--preset", "7b", *[x for kv in args.items() for x in kv], check=False)
     assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pipeline_micro_batches_follow_the_run_config():
+    """GPipe holds every micro-batch of a step at once, 1F1B at most pp: the plan counts them as the
+    run would split its batch (global tokens / seq / dp / micro-batch)."""
+    cfg = preset("7b").model  # untied: pipeline layouts are valid
+
+    def activations(schedule: str, global_tokens: int) -> int:
+        result = plan(cfg, 8, 8, 80 * 10**9, 2048, 1, "bf16", False, schedule, global_tokens)
+        return next(x for x in result["layouts"] if x["pp"] == 2 and x["tp"] == 1)["bytes"]["activations"]
+
+    assert activations("GPipe", 2048 * 64) == 2 * activations("GPipe", 2048 * 32)
+    assert activations("1F1B", 2048 * 64) == activations("1F1B", 2048 * 32)

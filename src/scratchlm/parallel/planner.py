@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from scratchlm.config import ModelConfig
+from scratchlm.config import ModelConfig, ParallelConfig
 from scratchlm.errors import ScratchError
 from scratchlm.parallel.parallelize import uses_fsdp
 from scratchlm.parallel.pipeline import stage_layers
-from scratchlm.parallel.world import ParallelDims
+from scratchlm.parallel.world import ParallelDims, pipeline_microbatches
 
 FP32 = 4
 ADAM_STEP_BYTES = 4  # AdamW's per-tensor step count (a float32 scalar tensor)
@@ -209,7 +209,11 @@ def valid_layouts(m: ModelConfig, gpus: int, gpus_per_node: int) -> list[Paralle
 
 
 def plan(m: ModelConfig, gpus: int, gpus_per_node: int, gpu_mem_bytes: int, seq_len: int, micro_batch: int,
-         precision: str, checkpointing: bool, schedule: str = "1F1B") -> dict:
+         precision: str, checkpointing: bool, schedule: str = "1F1B", global_tokens: int = 0,
+         pp_microbatches: int = 0) -> dict:
+    """Every valid layout's bytes per GPU and the one to use. global_tokens (tokens per step) and
+    pp_microbatches set how many micro-batches a pipeline runs, as a training run with that config
+    would (0: one per stage)."""
     for name, value in (("--gpus", gpus), ("--gpus-per-node", gpus_per_node), ("--seq-len", seq_len),
                         ("--micro-batch", micro_batch)):
         if value < 1:
@@ -218,7 +222,10 @@ def plan(m: ModelConfig, gpus: int, gpus_per_node: int, gpu_mem_bytes: int, seq_
         raise ScratchError(f"--gpu-mem-gb must be positive, got {gpu_mem_bytes / 1e9:g}")
     layouts = []
     for dims in valid_layouts(m, gpus, gpus_per_node):
-        b = layout_bytes(m, dims, seq_len, micro_batch, precision, checkpointing, schedule)
+        local_batch = global_tokens // seq_len // dims.dp
+        n_micro = (pipeline_microbatches(ParallelConfig(pp_microbatches=pp_microbatches), micro_batch, local_batch)
+                   if global_tokens else pp_microbatches)
+        b = layout_bytes(m, dims, seq_len, micro_batch, precision, checkpointing, schedule, n_micro)
         layouts.append({"dp": dims.dp, "tp": dims.tp, "pp": dims.pp, "bytes": b.as_dict(),
                         "fits": b.total <= FIT_FRACTION * gpu_mem_bytes})
     fitting = [x for x in layouts if x["fits"]]
