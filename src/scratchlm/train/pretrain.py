@@ -80,8 +80,7 @@ def _pretrain(cfg: Config, run_dir: Path, resume: bool, world: World) -> dict[st
         f"{t.max_steps} steps = {batches.epoch_of(t.max_steps):.2f} epochs; device {world.device}, {t.precision}")
     if world.distributed:
         say(f"layout: {dims.world_size} processes = {dims}")
-    trainer = Trainer(cfg, run_dir, model, optimizer, batches, val, world.device, start_step=start, state=state,
-                      is_main=world.is_main, dp_size=dims.dp, n_devices=dims.world_size, world=world,
+    trainer = Trainer(cfg, run_dir, model, optimizer, batches, val, world, start_step=start, state=state,
                       pipeline=pipeline, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)))
     result = trainer.fit()
     return {**result, "main": world.is_main}

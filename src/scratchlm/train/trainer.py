@@ -61,14 +61,14 @@ def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     return token_loss(model(inputs), targets)
 
 
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World | None) -> torch.Tensor:
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) -> torch.Tensor:
     """Clip by the norm of the whole model's gradient. Sharded gradients (DTensors) give their norm over
     all shards; pipeline stages each hold some layers, so their squared norms are summed over pp."""
     grads = [p.grad for p in params if p.grad is not None]
     total = nn.utils.get_total_norm(grads)
     if isinstance(total, DTensor):
         total = total.full_tensor()
-    if world is not None and world.dims.pp > 1:
+    if world.dims.pp > 1:
         squared = total**2
         dist.all_reduce(squared, group=world.submesh("pp").get_group())
         total = squared.sqrt()
@@ -130,31 +130,30 @@ class Pending:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 batches: BatchSource, val_batches: list[Batch], device: torch.device,
+                 batches: BatchSource, val_batches: list[Batch], world: World,
                  loss_fn: LossFn = next_token_loss, start_step: int = 0, state: dict[str, Any] | None = None,
-                 is_main: bool = True, dp_size: int = 1, n_devices: int = 1, world: World | None = None,
                  pipeline: Pipeline | None = None, autocast: bool = True) -> None:
-        """world: this rank's place in a torchrun job (None: one process). pipeline: the schedule that
-        replaces forward/backward when the model (then a ModuleList of stages) is pipelined.
+        """world: this process's place in the run (one process, or a rank of a torchrun job); it gives the
+        device, the data-parallel size and whether this rank logs. pipeline: the schedule that replaces
+        forward/backward when the model (then a ModuleList of stages) is pipelined.
         autocast: False when FSDP's mixed-precision policy already computes in bf16."""
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
-        self.batches, self.val_batches, self.device, self.loss_fn = batches, val_batches, device, loss_fn
-        self.world, self.pipeline = world, pipeline
+        self.batches, self.val_batches, self.loss_fn = batches, val_batches, loss_fn
+        self.world, self.pipeline, self.device = world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.step = start_step
         self.state = state or {"tokens": 0}
-        self.is_main = is_main
+        self.is_main = world.is_main
         t = cfg.train
         self.tokens_per_step = t.global_batch_tokens
-        self.micro_batches = t.global_batch_tokens // (t.micro_batch_size * t.seq_len * dp_size)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" and autocast
+        self.micro_batches = t.global_batch_tokens // (t.micro_batch_size * t.seq_len * world.dims.dp)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" and autocast
                          else nullcontext())
-        self.metrics = MetricsLog(self.run_dir, enabled=is_main)
+        self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
         self.metrics.truncate_after(start_step)
         self.watch = LossWatch(cfg.optim.warmup_steps, cfg.optim.lr)
         self.flops_per_token = flops_per_token(cfg.model, t.seq_len)
-        self.peak = t.peak_flops or peak_flops(device, t.precision)
-        self.n_devices = n_devices
+        self.peak = t.peak_flops or peak_flops(self.device, t.precision)
 
     def train_step(self) -> Pending:
         cfg = self.cfg
@@ -195,14 +194,15 @@ class Trainer:
         return self._mean_over_ranks(torch.stack(losses).mean()).item()
 
     def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        return self.world.mean_over_batch(value) if self.world is not None else value
+        return self.world.mean_over_batch(value)
 
     def _flush(self, pending: list[Pending], seconds: float, val_loss: float | None, bar: tqdm) -> None:
         """Materialise the pending steps' numbers: watch them, log them, show them."""
         if not pending:
             return
         tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
-        mfu = tokens_per_s * self.flops_per_token / (self.peak * self.n_devices) if self.peak else None
+        world_size = self.world.dims.world_size
+        mfu = tokens_per_s * self.flops_per_token / (self.peak * world_size) if self.peak else None
         records = []
         losses = self._mean_over_ranks(torch.stack([p.loss for p in pending])).tolist()
         for p, loss in zip(pending, losses, strict=True):
