@@ -16,10 +16,11 @@ import time
 import torch
 
 from scratchlm.config import preset
+from scratchlm.hardware import peak_flops
 from scratchlm.model import build_model, flops_per_token
 from scratchlm.parallel.parallelize import apply_compile
 from scratchlm.train.optim import build_optimizer
-from scratchlm.train.trainer import next_token_loss, peak_flops
+from scratchlm.train.trainer import next_token_loss
 
 
 def measure(name: str, steps: int, micro_batch: int, seq_len: int) -> dict[str, float]:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from scratchlm.config import ModelConfig, load_config
+from scratchlm.hardware import cpu_model, cpu_peak_flops
 from scratchlm.model import build_model, flops_per_token, num_params
 from scratchlm.train.optim import build_optimizer
-from scratchlm.train.trainer import measured_matmul_flops
 
 SHAPES = {
     "tiny": (load_config("tiny").model, 16, 256),
@@ -100,9 +100,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per round and side")
     args = parser.parse_args()
-    peak = max(measured_matmul_flops(torch.bfloat16, n, seconds=1.0) for n in (1024, 2048))
-    fp32_peak = max(measured_matmul_flops(torch.float32, n, seconds=1.0) for n in (1024, 2048))
-    print(f"measured matmul peak on {torch.get_num_threads()} threads: bf16 {peak / 1e9:.0f} GFLOP/s, "
+    peak, fp32_peak = cpu_peak_flops(torch.bfloat16), cpu_peak_flops(torch.float32)
+    print(f"{cpu_model()}, measured matmul peak on {torch.get_num_threads()} threads: bf16 {peak / 1e9:.0f} GFLOP/s, "
           f"fp32 {fp32_peak / 1e9:.0f} GFLOP/s")
     results = {(s, p): bench_shape(s, p, args.rounds, args.steps, peak) for s in args.shapes for p in ("fp32", "bf16")}
     ratio = {p: min(results[(s, p)][0] for s in args.shapes) for p in ("fp32", "bf16")}

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from scratchlm.infer.engine import KVCache
-from scratchlm.model import Transformer, apply_rope, build_model, flops_per_token, num_params, rope_tables
+from scratchlm.model import (
+    Transformer,
+    apply_rope,
+    build_model,
+    flops_per_token,
+    num_params,
+    positions_and_mask,
+    rope_tables,
+)
 
 from conftest import small_model_config
 
@@ -112,3 +120,22 @@ def test_flops_formula_matches_counted_flops(tie):
         model(torch.randint(0, cfg.vocab_size, (1, seq)))
     attention = 3 * 2 * 2 * seq * cfg.dim * cfg.n_layers
     assert flops_per_token(cfg, seq) == pytest.approx(3 * counter.get_total_flops() / seq + attention, rel=0.01)
+
+
+def test_packed_rows_compute_each_sequence_alone():
+    cfg = small_model_config()
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    pieces = [torch.randint(0, cfg.vocab_size, (1, n)) for n in (5, 1, 7)]
+    segments = torch.cat([torch.full((1, p.shape[1]), i) for i, p in enumerate(pieces)], dim=1)
+    positions, mask = positions_and_mask(segments)
+    assert positions.tolist() == [[0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 5, 6]]
+    packed = model(torch.cat(pieces, dim=1), positions=positions, mask=mask)
+    start = 0
+    for piece in pieces:
+        alone = model(piece)
+        torch.testing.assert_close(packed[:, start:start + piece.shape[1]], alone, rtol=0, atol=1e-6)
+        start += piece.shape[1]
+    # Without the mask the later sequences would see the earlier ones: the test can tell.
+    unmasked = model(torch.cat(pieces, dim=1), positions=positions)
+    assert (unmasked[:, 6:] - packed[:, 6:]).abs().max() > 1e-3

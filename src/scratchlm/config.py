@@ -63,6 +63,7 @@ class DataConfig:
     workers: int = 0  # tokenizer worker processes; 0: one per CPU core
     dtype: str = "auto"  # shard dtype: "auto" (uint16 when the vocabulary fits, else uint32) | "uint16" | "uint32"
     seed: int = 0
+    strict: bool = False  # conversations: refuse the first bad record (with its number) instead of skipping it
 
 
 @dataclass
@@ -71,7 +72,7 @@ class TrainConfig:
     micro_batch_size: int = 16  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
     max_steps: int = 500
-    precision: str = "bf16"  # "bf16" (autocast, fp32 master weights) or "fp32"
+    precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"
     compile: bool = False  # torch.compile each block
     activation_checkpointing: bool = False
     eval_every: int = 50
@@ -116,13 +117,23 @@ class ParallelConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised fine-tuning on conversations (scratchlm sft)."""
+
+    packing: bool = False  # several conversations per row instead of one row each padded to the longest
+
+
+@dataclass
 class Config:
     preset: str = "tiny"
+    stage: str = "pretrain"  # what trained this run: pretrain | sft | ... (set by the command)
+    parent: str = ""  # the run whose weights this one started from (the lineage base -> sft -> ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,11 +177,13 @@ def _field_types(cls: type) -> dict[str, Any]:
 def all_keys(cfg: Config | None = None) -> list[str]:
     """Every dotted key a user may set, e.g. 'optim.lr'."""
     cfg = cfg or Config()
-    keys = ["preset"]
+    keys = []
     for section in dataclasses.fields(cfg):
         value = getattr(cfg, section.name)
         if dataclasses.is_dataclass(value):
             keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(value)]
+        else:
+            keys.append(section.name)  # a top-level value: preset, stage, parent
     return keys
 
 
@@ -222,8 +235,8 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     known = all_keys(cfg)
     if key not in known:
         raise _unknown_key(key, known)
-    if key == "preset":
-        cfg.preset = str(value)
+    if "." not in key:
+        setattr(cfg, key, "" if value is None else str(value))
         return
     section_name, name = key.split(".", 1)
     section = getattr(cfg, section_name)
@@ -301,7 +314,7 @@ def validate(cfg: Config) -> None:
         (t.seq_len <= m.max_seq_len,
          f"train.seq_len {t.seq_len} exceeds model.max_seq_len {m.max_seq_len}; raise model.max_seq_len"),
         (t.micro_batch_size >= 1, f"train.micro_batch_size must be at least 1, got {t.micro_batch_size}"),
-        (t.precision in ("bf16", "fp32"), f"train.precision must be bf16 or fp32, got '{t.precision}'"),
+        (t.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got '{t.precision}'"),
         (t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{t.device}'"),
         (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1,
          "train.eval_every, log_every, save_every and keep_checkpoints must be at least 1"),

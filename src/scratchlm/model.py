@@ -108,12 +108,22 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCacheLike | None = None,
+                start_pos: int = 0, positions: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """cos, sin: the whole RoPE tables. They are sliced here, where x holds the full sequence: under
-        sequence parallelism a block's residual stream is only a shard of it."""
+        sequence parallelism a block's residual stream is only a shard of it.
+
+        positions: (batch, seq) position of every token, when they are not start_pos, start_pos + 1, ...
+        for every row (packed conversations restart at 0; a batch of cached sequences sits at different
+        lengths). mask: boolean, broadcastable to (batch, heads, seq, keys), True where a query may attend
+        a key; None is causal attention over the cache and the new tokens.
+        """
         batch, seq, _ = x.shape
-        cos, sin = cos[start_pos:start_pos + seq], sin[start_pos:start_pos + seq]
+        if positions is None:
+            cos, sin = cos[start_pos:start_pos + seq], sin[start_pos:start_pos + seq]
+        else:  # one row of the tables per token, broadcast over the heads
+            cos, sin = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
         # -1 instead of n_heads: under tensor parallelism this rank holds only its share of the heads.
         q = self.wq(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
@@ -121,8 +131,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)
-        mask, causal = None, True
-        if k.shape[2] != seq:  # decoding with a cache: queries sit at the end of the keys
+        causal = mask is None
+        if mask is None and k.shape[2] != seq:  # decoding with a cache: queries sit at the end of the keys
             causal = False
             if seq > 1:  # several new tokens: each sees the cache and the new tokens up to itself
                 mask = torch.ones(seq, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - seq)
@@ -154,9 +164,10 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg.dim, cfg.ffn_hidden_dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCacheLike | None = None,
+                start_pos: int = 0, positions: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, cache, start_pos, positions, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -174,15 +185,17 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCacheLike | None = None, start_pos: int = 0) -> torch.Tensor:
-        """tokens: (batch, seq) ids -> logits (batch, seq, vocab).
+    def forward(self, tokens: torch.Tensor, cache: KVCacheLike | None = None, start_pos: int = 0,
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens: (batch, seq) ids -> logits (batch, seq, vocab). positions and mask: see Attention.forward
+        (packed sequences: positions_and_mask; the inference engine: its own for paged caches).
 
         A pipeline stage without the embedding takes hidden states (batch, seq, dim) instead, and
         one without the head returns hidden states.
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         for layer in self.layers.values():
-            h = layer(h, self.rope_cos, self.rope_sin, cache, start_pos)
+            h = layer(h, self.rope_cos, self.rope_sin, cache, start_pos, positions, mask)
         if self.norm is None:
             return h
         h = self.norm(h)
@@ -222,6 +235,21 @@ class Transformer(nn.Module):
             if name.endswith(("wo.weight", "w2.weight")):
                 std = std / math.sqrt(2 * self.cfg.n_layers)
             nn.init.trunc_normal_(tensor, std=std, a=-3 * std, b=3 * std, generator=generator)
+
+
+def positions_and_mask(segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows that pack several sequences: segments (batch, seq) numbers each token's sequence within its
+    row (0, 0, 0, 1, 1, 2, ...; equal neighbours belong together). Returns the positions, restarting at 0
+    where a sequence starts, and the attention mask (batch, 1, seq, seq): causal, and never across two
+    sequences, so a packed row computes what its sequences would one by one."""
+    seq = segments.shape[1]
+    index = torch.arange(seq, device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    same = segments.unsqueeze(2) == segments.unsqueeze(1)
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=segments.device).tril()
+    return index - first, (same & causal).unsqueeze(1)
 
 
 def parameter_generator(seed: int, name: str, device: torch.device | str) -> torch.Generator:

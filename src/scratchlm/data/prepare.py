@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from scratchlm.cache import cache_root
 from scratchlm.config import DataConfig
 from scratchlm.data import sources
 from scratchlm.errors import ScratchError
@@ -61,10 +62,6 @@ def shard_dtype(vocab_size: int, requested: str = "auto") -> np.dtype:
         raise ScratchError(f"a vocabulary of {vocab_size} tokens does not fit {requested} shards (at most "
                            f"{np.iinfo(dtype).max + 1}); set --data.dtype uint32 or auto")
     return dtype
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SCRATCHLM_CACHE", Path.home() / ".cache" / "scratchlm"))
 
 
 def settings_digest(cfg: DataConfig) -> str:

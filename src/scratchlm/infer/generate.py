@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from scratchlm.hardware import resolve_device
 from scratchlm.infer.engine import Engine, SamplingParams
 from scratchlm.run import load_run
 from scratchlm.tokenizer import BPETokenizer
-from scratchlm.train.trainer import resolve_device
 
 SAMPLE_PROMPTS = ["Once upon a time", "Question: Tom has 3 boxes with 12 apples in each box.",
                   "One morning, Lily"]

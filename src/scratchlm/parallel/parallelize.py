@@ -61,11 +61,11 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
         model.register_forward_hook(lambda _module, _inputs, out: out.full_tensor()
                                     if isinstance(out, DTensor) else out)
     for block in model.layers.values():
-        # Attention(x, cos, sin, cache, start_pos): only x is a sequence shard to gather.
+        # Attention(x, cos, sin, cache, start_pos, positions, mask): only x is a sequence shard to gather.
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),
-            "attention": PrepareModuleInput(input_layouts=(Shard(1), None, None, None, None),
-                                            desired_input_layouts=(Replicate(), None, None, None, None)),
+            "attention": PrepareModuleInput(input_layouts=(Shard(1),) + (None,) * 6,
+                                            desired_input_layouts=(Replicate(),) + (None,) * 6),
             "attention.wq": ColwiseParallel(),
             "attention.wk": ColwiseParallel(),
             "attention.wv": ColwiseParallel(),

@@ -164,7 +164,7 @@ def activation_bytes(m: ModelConfig, dims: ParallelDims, seq_len: int, micro_bat
 def layout_bytes(m: ModelConfig, dims: ParallelDims, seq_len: int, micro_batch: int, precision: str = "bf16",
                  checkpointing: bool = False, schedule: str = "1F1B", n_micro: int = 0) -> Bytes:
     """Bytes on the fullest GPU of this layout (each figure its own maximum over ranks)."""
-    compute = 2 if precision == "bf16" else FP32
+    compute = FP32 if precision == "fp32" else 2  # "auto" on a GPU is bf16
     chunks = 2 if dims.pp > 1 and schedule == "Interleaved1F1B" else 1
     n_micro = n_micro or max(dims.pp, 1)
     ranks = stage_weights(m, dims.pp, chunks)

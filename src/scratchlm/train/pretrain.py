@@ -18,6 +18,7 @@ from tqdm import tqdm
 from scratchlm.config import Config
 from scratchlm.data.loader import TrainBatches, validation_batches
 from scratchlm.data.prepare import prepare
+from scratchlm.hardware import resolve_precision
 from scratchlm.model import flops_per_token, num_params
 from scratchlm.parallel.build import build_parallel_model
 from scratchlm.parallel.parallelize import mixed_precision, uses_fsdp
@@ -46,6 +47,9 @@ def pretrain(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, floa
 
 def _pretrain(cfg: Config, run_dir: Path, resume: bool, world: World) -> dict[str, float]:
     say = tqdm.write if world.is_main else (lambda _text: None)
+    cfg.train.precision, note = resolve_precision(cfg.train.precision, world.device)
+    if note:
+        say(note)
     # Every rank checks the run directory before the data is prepared, so all refuse alike and early.
     ckpt = check_run_dir(run_dir, cfg, resume, announce=world.is_main)
     prepared = world.main_first(lambda: prepare(cfg.data))  # rank 0 fills the shared cache first

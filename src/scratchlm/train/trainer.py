@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from scratchlm.config import Config
-from scratchlm.errors import ScratchError
+from scratchlm.hardware import peak_flops
 from scratchlm.model import flops_per_token
 from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
@@ -40,13 +40,6 @@ from scratchlm.train.optim import lr_at
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-# Dense bf16 tensor-core peaks from the datasheets, per GPU, matched against the device name in this
-# order (so "L40S" is not taken for "L4", nor an H100 PCIe for the SXM part).
-GPU_PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("H20", 148e12), ("A100", 312e12),
-                 ("A10G", 125e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("4090", 165e12),
-                 ("3090", 71e12)]
-
 
 class BatchSource(Protocol):
     def batch_for(self, step: int) -> Batch: ...
@@ -74,47 +67,6 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) ->
         total = squared.sqrt()
     nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' (a GPU when one is visible), 'cpu', 'cuda' or 'cuda:N', refusing what this machine lacks."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ScratchError(f"unknown device '{name}'; use auto, cpu or cuda") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ScratchError(f"unsupported device '{name}'; use auto, cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ScratchError(f"device {name} asked for, but no GPU is visible; use --device cpu")
-    return device
-
-
-def measured_matmul_flops(dtype: torch.dtype = torch.bfloat16, n: int = 1024, seconds: float = 0.3) -> float:
-    """The CPU's achievable matrix-product rate: the best of repeated n x n products."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up: thread pool and kernel selection
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
-def peak_flops(device: torch.device, precision: str) -> float | None:
-    """FLOP/s one device can reach: a datasheet figure for a known GPU, a measurement on a CPU, None when
-    unknown (then MFU is not reported rather than reported against a guess)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = next((v for k, v in GPU_PEAK_BF16 if k in name), None)
-        if peak is None:
-            tqdm.write(f"note: the bf16 peak of '{name}' is not known, so MFU is not reported; "
-                       "give it with --train.peak_flops (FLOP/s per GPU)")
-        return peak
-    return measured_matmul_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
 @dataclass
@@ -154,6 +106,9 @@ class Trainer:
         self.watch = LossWatch(cfg.optim.warmup_steps, cfg.optim.lr)
         self.flops_per_token = flops_per_token(cfg.model, t.seq_len)
         self.peak = t.peak_flops or peak_flops(self.device, t.precision)
+        if self.peak is None and self.is_main:
+            tqdm.write(f"note: the bf16 peak of '{torch.cuda.get_device_name(self.device)}' is not known, so MFU is "
+                       "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
 
     def train_step(self) -> Pending:
         cfg = self.cfg
