@@ -25,15 +25,23 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
 
 
-def _resolve(args: argparse.Namespace, extra: list[str]) -> Config:
-    """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
-    from scratchlm.config import load_config, parse_overrides
+def _overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
+    """The config keys given on the command line: the shortcut flags, then every --section.field VALUE."""
+    from scratchlm.config import parse_overrides
 
     overrides = {}
     for flag, key in ALIASES.items():
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_overrides(extra))
+    return overrides
+
+
+def _resolve(args: argparse.Namespace, extra: list[str]) -> Config:
+    """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
+    from scratchlm.config import load_config
+
+    overrides = _overrides(args, extra)
     if getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file():
         # The parallel layout belongs to the launch, not to the run: a run saved on 4 ranks resumes on any.
         return load_config(args.preset, Path(args.out) / "config.yaml", overrides, skip_sections=("parallel",))
@@ -57,7 +65,7 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
 
     cfg = _resolve(args, extra)
     out = Path(args.out)
-    result = pretrain(cfg, out, resume=args.resume)
+    result = pretrain(cfg, out, resume=args.resume, user_keys=frozenset(_overrides(args, extra)))
     if not result["main"]:  # the other ranks of a torchrun job stay quiet
         return
     print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}")

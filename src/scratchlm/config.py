@@ -326,12 +326,11 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ScratchError(message)
-    tokens_per_micro = t.micro_batch_size * t.seq_len
-    if t.global_batch_tokens < tokens_per_micro or t.global_batch_tokens % tokens_per_micro:
-        nearest = max(1, round(t.global_batch_tokens / tokens_per_micro)) * tokens_per_micro
-        raise ScratchError(
-            f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of micro_batch_size x "
-            f"seq_len = {tokens_per_micro}; use {nearest}")
+    # Whole sequences per step; how they split into ranks and micro-batches is the launch's business.
+    if t.global_batch_tokens < t.seq_len or t.global_batch_tokens % t.seq_len:
+        nearest = max(1, round(t.global_batch_tokens / t.seq_len)) * t.seq_len
+        raise ScratchError(f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of "
+                           f"train.seq_len {t.seq_len}; use {nearest}")
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

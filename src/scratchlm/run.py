@@ -24,6 +24,8 @@ from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer
 from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weights
 
 CONFIG_FILE = "config.yaml"
+# What fixes the stream of training examples: resuming with another value would skip or repeat data.
+RESUME_KEYS = ("train.seq_len", "train.global_batch_tokens", "train.seed", "data.source", "data.seed")
 SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 
@@ -55,8 +57,13 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     Returns the checkpoint to resume from, or None to start from step 0.
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ScratchError(f"--out {run_dir} is a file, not a run directory; choose another --out")
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
+        if resume:  # a typo in --out must not silently start a new run
+            where = "does not exist" if not run_dir.exists() else "holds no checkpoint"
+            raise ScratchError(f"--resume: {run_dir} {where}; drop --resume to start a new run there")
         return None
     stored = read_config(run_dir)
     # The vocabulary comes from the tokenizer, which start_run compares once it is known.
@@ -67,6 +74,12 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     if not resume:
         raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
                            "continue it, or choose another --out")
+    for key in RESUME_KEYS:  # any of these changes which data each step sees
+        section, name = key.split(".")
+        then, now = getattr(getattr(stored, section), name), getattr(getattr(cfg, section), name)
+        if then != now:
+            raise ScratchError(f"--resume with {key} {now}, but {run_dir} was trained with {then}: the data "
+                               f"stream would jump or repeat; resume with --{key} {then}, or start a new run elsewhere")
     if not is_sharded(ckpt) and not (ckpt / "optimizer.pt").is_file():
         raise ScratchError(f"{ckpt} holds weights only (an imported model), not a training state to resume; "
                            "train into another --out")

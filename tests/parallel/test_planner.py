@@ -18,7 +18,7 @@ from scratchlm.config import preset
 from scratchlm.model import build_model
 from scratchlm.parallel.planner import layout_bytes, plan
 from scratchlm.parallel.world import ParallelDims
-from scratchlm.train.trainer import next_token_loss
+from scratchlm.train.stage import token_loss_sum
 
 from conftest import ROOT, run_cli
 
@@ -46,10 +46,10 @@ def measured_activation_peak(n_layers: int, batch: int, seq: int) -> int:
     """Peak bytes allocated during a forward and backward, gradients left out (torch.profiler's memory timeline)."""
     model = build_model(MODEL.__class__(**{**MODEL.__dict__, "n_layers": n_layers, "max_seq_len": seq}))
     x = torch.randint(0, MODEL.vocab_size, (batch, seq))
-    next_token_loss(model, x, x).backward()  # warm-up: lazy initialisations are not activations
+    token_loss_sum(model(x), x).backward()  # warm-up: lazy initialisations are not activations
     model.zero_grad(set_to_none=True)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        next_token_loss(model, x, x).backward()
+        token_loss_sum(model(x), x).backward()
     memory = prof._memory_profile()
     live, peak = 0, 0
     for _, action, (key, version), size in memory.timeline:

@@ -83,7 +83,7 @@ def check_dims(dims: ParallelDims, cfg: Config) -> None:
     check_model_fits(dims, m, pipeline_stages(p))
     if p.pp_schedule not in SCHEDULES:
         raise ScratchError(f"parallel.pp_schedule must be one of {', '.join(SCHEDULES)}, got '{p.pp_schedule}'")
-    global_batch = t.global_batch
+    global_batch = t.global_batch  # its split into micro-batches was fitted to dp before (train.launch)
     if global_batch % (dims.dp * t.micro_batch_size):
         raise ScratchError(f"the global batch of {global_batch} sequences does not split into {dims.dp} data-parallel "
                            f"ranks x micro-batches of {t.micro_batch_size}; change train.global_batch_tokens, "
