@@ -87,7 +87,7 @@ class _Task(NamedTuple):
     back_references: tuple[str, ...]
 
 
-def story_request(rng: random.Random, story: Story) -> str:
+def _story_request(rng: random.Random, story: Story) -> str:
     """A request that names the story's character, place and event."""
     return rng.choice(_STORY_ASKS).format(name=story.name, character=story.character, place=story.place,
                                           event=story.event)
@@ -96,7 +96,7 @@ def story_request(rng: random.Random, story: Story) -> str:
 def story_request_stream(split: str, seed: int) -> Iterator[StoryRequest]:
     rng = seeded_rng("story_requests", split, seed)
     for story in story_stream(split, seed):
-        yield StoryRequest(story_request(rng, story), story.name, story)
+        yield StoryRequest(_story_request(rng, story), story.name, story)
 
 
 def conversation_stream(split: str, seed: int) -> Iterator[Conversation]:
@@ -163,4 +163,4 @@ def _story_task(rng: random.Random, story: Story) -> _Task:
         (f"What happened to {story.name}?", f"{capitalized(story.event)}."),
         (f"What was the name of {story.name}'s friend?", f"{story.name}'s friend was called {story.friend}."),
     ]
-    return _Task(story_request(rng, story), story.text, follow_ups, _BACK_TO_STORY)
+    return _Task(_story_request(rng, story), story.text, follow_ups, _BACK_TO_STORY)
