@@ -209,11 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_hf)
 
     p = sub.add_parser("corpus", allow_abbrev=False,
-                       help="write the embedded corpus (stories, math problems) to a .jsonl file")
+                       help="write the embedded corpus (stories, math problems, conversations) to a .jsonl file")
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="train", help="train | validation | heldout")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--kind", default="documents", help="documents | stories | math")
+    p.add_argument("--kind", default="documents", help="documents | stories | math | conversations")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corpus)
     return parser
