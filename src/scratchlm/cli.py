@@ -73,14 +73,53 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
         print_samples(out, n=args.samples)
 
 
-def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_sft(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.config import load_config
+    from scratchlm.posttrain.sft import sft, sft_config
+
+    out = Path(args.out)
+    overrides = _overrides(args, extra)
+    if args.resume and not args.config and (out / "config.yaml").is_file():
+        cfg = load_config(config_file=out / "config.yaml", overrides=overrides, skip_sections=("parallel",))
+    else:
+        cfg = sft_config(Path(args.base_run), args.config, overrides)
+    result = sft(cfg, Path(args.base_run), out, resume=args.resume, user_keys=frozenset(overrides))
+    if result["main"]:
+        print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}; "
+              f"talk to it with scratchlm chat {out}")
+
+
+def _sampling(args: argparse.Namespace):
     from scratchlm.infer.engine import SamplingParams
+
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, seed=args.seed)
+
+
+def cmd_chat(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.infer.terminal_chat import ChatSession, run_terminal
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm chat --help")
+    params = _sampling(args)
+    params.check()
+    session = ChatSession(args.run_dir, args.device, warn=lambda text: print(text, file=sys.stderr))
+    if args.system:
+        session.conversation.system = args.system
+    if args.prompt is None:
+        run_terminal(session, params)
+        return
+    for piece in session.reply(args.prompt, params):  # the reply alone on stdout, for scripts
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.infer.generate import generate_text
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm generate --help")
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed)
+    params = _sampling(args)
     if args.echo:
         print(args.prompt, end="", flush=True)
     for piece in generate_text(args.run_dir, args.prompt, params, device=args.device):
@@ -150,6 +189,15 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
           "--parallel.dp_shard -1")
 
 
+def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=temperature, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
                                      description="Build a Llama-style language model from scratch.")
@@ -182,17 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("sft", allow_abbrev=False, help="fine-tune a run on conversations (supervised fine-tuning)",
+                       epilog="Any config field is an option: --optim.lr 3e-4 --sft.packing true ...")
+    p.add_argument("base_run", help="the pretrained (or imported) run whose weights to start from")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory of the fine-tuned model")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.set_defaults(func=cmd_sft)
+
     p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
     p.add_argument("run_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
+    _sampling_args(p, max_new_tokens=200, temperature=0.8)
     p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", allow_abbrev=False, help="talk with a model in the terminal (multi-turn, streamed)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", help="answer this one message, print the reply alone and exit")
+    p.add_argument("--system", help="a system message to start with")
+    _sampling_args(p, max_new_tokens=300, temperature=0.7)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("export-hf", allow_abbrev=False,
                        help="write a run's latest checkpoint as a Hugging Face Llama model directory")

@@ -76,7 +76,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile each block
     activation_checkpointing: bool = False
     eval_every: int = 50
-    eval_batches: int = 4
+    eval_batches: int = 4  # the validation set, in global batches of windows (or conversations)
     log_every: int = 10
     save_every: int = 250
     keep_checkpoints: int = 2
@@ -267,20 +267,24 @@ def preset(name: str) -> Config:
     return cfg
 
 
+def read_tree(config_file: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping of sections, or a clear refusal."""
+    path = Path(config_file)
+    if not path.is_file():
+        raise ScratchError(f"config file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ScratchError(f"config file {path} must hold a mapping of sections")
+    return tree
+
+
 def load_config(preset_name: str | None = None, config_file: str | Path | None = None,
                 overrides: dict[str, Any] | None = None, skip_sections: tuple[str, ...] = ()) -> Config:
     """Resolve a config: preset (default tiny, or the one named in the file), then the file, then overrides."""
-    tree: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ScratchError(f"config file {path} does not exist")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise ScratchError(f"config file {path} must hold a mapping of sections")
+    tree = read_tree(config_file) if config_file else {}
     cfg = preset(preset_name or tree.get("preset") or "tiny")
     apply_dict(cfg, {k: v for k, v in tree.items() if k not in skip_sections}, str(config_file))
     for key, value in (overrides or {}).items():

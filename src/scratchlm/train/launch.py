@@ -89,25 +89,29 @@ def check_vocab(cfg: Config, tokenizer: BPETokenizer, user_keys: frozenset[str])
 
 
 def launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: frozenset[str] = frozenset(),
-           parent_checkpoint: Path | None = None) -> dict[str, float]:
+           parent_checkpoint: Path | None = None, write_files: Callable[[Path], None] | None = None
+           ) -> dict[str, float]:
     """Train cfg.stage in this process, or as one rank of a torchrun job (the layout comes from cfg.parallel).
 
     parent_checkpoint: the weights a fresh run starts from (a pretrained run for SFT); None: random init.
+    write_files: writes the command's own files into the run directory (on rank 0, beside config.yaml).
     """
     # The micro-batch adapts to the data-parallel size first, so that the layout checks see the fitted one.
-    val_sequences = cfg.train.eval_batches * cfg.train.micro_batch_size  # fixed before: the same on every layout
+    val_sequences = cfg.train.eval_batches * cfg.train.global_batch  # the same on every layout
     note = fit_micro_batch(cfg, resolve_dims(cfg.parallel, env_world_size()).dp, user_keys)
     world = setup_world(cfg)  # every layout error is raised here, before any process group or allocation
     try:
         if note and world.is_main:
             tqdm.write(note)
-        return _launch(cfg, Path(run_dir), resume, data, user_keys, parent_checkpoint, world, val_sequences)
+        return _launch(cfg, Path(run_dir), resume, data, user_keys, parent_checkpoint, write_files, world,
+                       val_sequences)
     finally:
         world.close()
 
 
 def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: frozenset[str],
-            parent_checkpoint: Path | None, world: World, val_sequences: int) -> dict[str, float]:
+            parent_checkpoint: Path | None, write_files: Callable[[Path], None] | None, world: World,
+            val_sequences: int) -> dict[str, float]:
     say = tqdm.write if world.is_main else (lambda _text: None)
     cfg.train.precision, note = resolve_precision(cfg.train.precision, world.device)
     if note:
@@ -118,6 +122,8 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     tokenizer, make_stage = data(world)
     check_vocab(cfg, tokenizer, user_keys)
     start_run(run_dir, cfg, tokenizer, ckpt, write=world.is_main)  # only rank 0 writes to it
+    if write_files is not None and world.is_main:
+        write_files(run_dir)
     world.barrier()
 
     model, pipeline = build_parallel_model(cfg, world, token_loss_sum)
