@@ -34,16 +34,14 @@ from scratchlm.tokenizer import (
     EOS,
     SPECIAL_TOKENS,
     SYSTEM,
-    USER,
     TOKENIZER_FILE,
+    USER,
     BPETokenizer,
     new_bpe,
     train_tokenizer,
 )
 
 from conftest import WORDS
-
-ROLE_TOKEN = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -68,7 +66,7 @@ def msg(role: str, content: str) -> dict[str, str]:
 def trained_runs(tokenizer: BPETokenizer, rendered) -> list[str]:
     """The text of each run of consecutive trained tokens."""
     runs: list[list[int]] = []
-    for i, (token, trained) in enumerate(zip(rendered.ids, rendered.trained)):
+    for i, (token, trained) in enumerate(zip(rendered.ids, rendered.trained, strict=True)):
         if trained:
             if i == 0 or not rendered.trained[i - 1]:
                 runs.append([])
@@ -96,7 +94,7 @@ def test_native_layout(tok, native):
 def test_trained_mask_for_every_role(tok, native, role):
     rendered = native.render([msg(role, "the cat sat on a mat")])
     assert len(rendered.trained) == len(rendered.ids)
-    trained = [i for i, on in zip(rendered.ids, rendered.trained) if on]
+    trained = [i for i, on in zip(rendered.ids, rendered.trained, strict=True) if on]
     if role == "assistant":  # its content and the <|end|> that ends its turn, so it learns to stop
         assert trained == tok.encode("the cat sat on a mat") + [tok.token_id(END_OF_TURN)]
         assert rendered.trained[-len(trained):] == [True] * len(trained)
@@ -111,7 +109,7 @@ def test_multi_turn_mask_covers_each_answer(tok, native):
         chat += [msg("user", f"question {k}"), msg("assistant", answer)]
     rendered = native.render(chat)
     assert trained_runs(tok, rendered) == [answer + END_OF_TURN for answer in answers]
-    untrained = tok.decode([i for i, on in zip(rendered.ids, rendered.trained) if not on])
+    untrained = tok.decode([i for i, on in zip(rendered.ids, rendered.trained, strict=True) if not on])
     assert untrained == (f"{BOS}{SYSTEM}Be brief.{END_OF_TURN}"
                          + "".join(f"{USER}question {k}{END_OF_TURN}{ASSISTANT}" for k in range(3)))
 
@@ -229,7 +227,8 @@ def test_template_keeps_literal_special_text_as_text(chatml_tok):
     rendered = fmt.render(chat)
     specials = {chatml_tok.token_id(t) for t in (TEXT_END, IM_START, IM_END)}
     assert [i for i in rendered.ids if i in specials] == [chatml_tok.token_id(t) for t in [IM_START, IM_END] * 2]
-    assert chatml_tok.decode(rendered.ids) == f"{IM_START}user\n{sneaky}{IM_END}\n{IM_START}assistant\n{sneaky}{IM_END}\n"
+    text = f"{IM_START}user\n{sneaky}{IM_END}\n{IM_START}assistant\n{sneaky}{IM_END}\n"
+    assert chatml_tok.decode(rendered.ids) == text
     assert trained_runs(chatml_tok, rendered) == [f"{sneaky}{IM_END}\n"]
 
 

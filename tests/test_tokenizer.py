@@ -4,6 +4,7 @@ a fingerprint that identifies it, and clear errors for bad files and bad sizes."
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import pytest
@@ -107,8 +108,8 @@ def test_encode_offsets_locate_each_token(tok):
     assert starts == sorted(starts) and starts[0] == 0
     # Each token decodes to the text from its start to the next token's start (a llama's bytes share one).
     bounds = sorted(set(starts)) + [len(text)]
-    pieces = [tok.decode([i for i, s in zip(ids, starts) if s == a]) for a in bounds[:-1]]
-    assert pieces == [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [tok.decode([i for i, s in zip(ids, starts, strict=True) if s == a]) for a in bounds[:-1]]
+    assert pieces == [text[a:b] for a, b in itertools.pairwise(bounds)]
     # specials=True is for text a template wrote: there the special-token strings are the special ids.
     control_ids, control_starts = tok.encode_offsets("<|user|>hi<|end|>", specials=True)
     assert control_ids == [tok.token_id("<|user|>"), *tok.encode("hi"), tok.token_id("<|end|>")]
