@@ -96,8 +96,14 @@ def test_literal_special_text_encodes_as_ordinary_tokens(tok):
             ids = tok.encode(text)
             assert not set(ids) & special_ids, (text, ids)
             assert tok.decode(ids) == text
-    # A literal special-token string is encoded on its own, apart from the text around it.
-    assert tok.encode("Say <|end|> now") == tok.encode("Say ") + tok.encode("<|end|>") + tok.encode(" now")
+    # A literal special-token string is encoded on its own, apart from the text around it: a tokenizer that
+    # learned " <|" as one token does not use it across the edge of "<|end|>".
+    spaced = train_tokenizer(["say <| and |> or <|x|> now"] * 20, 300)
+    whole = Tokenizer.from_str(spaced.to_json())
+    whole.encode_special_tokens = True
+    text = "Say <|end|> now"
+    assert spaced.encode(text) == spaced.encode("Say ") + spaced.encode("<|end|>") + spaced.encode(" now")
+    assert spaced.encode(text) != whole.encode(text, add_special_tokens=False).ids
     assert tok.encode("<|user|>", bos=True, eos=True)[1:-1] == tok.encode("<|user|>")
 
 
