@@ -103,7 +103,8 @@ class Rendered:
 
 
 class ChatFormat(ABC):
-    """How a model's conversations become ids. Build one with chat_format or load_chat_format."""
+    """How a model's conversations become ids (with its tokenizer). Build one with chat_format or
+    load_chat_format."""
 
     is_native: bool
     template: str  # the Jinja chat template this format equals, as export-hf writes it
@@ -174,6 +175,10 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, s
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+def _first_line(message: object) -> str:
+    return (str(message).splitlines() or [""])[0]
+
+
 def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
@@ -205,7 +210,7 @@ class TemplateChat(ChatFormat):
         try:
             self._compiled = _environment().from_string(template)
         except jinja2.TemplateSyntaxError as exc:
-            raise ScratchError(f"the chat template does not parse (line {exc.lineno}: {exc.message}); "
+            raise ScratchError(f"the chat template does not parse (line {exc.lineno}: {_first_line(exc.message)}); "
                                f"fix the run's {CHAT_TEMPLATE_FILE}") from None
         self._variables = {f"{role}_token": token for role, token in tokenizer.roles.items() if token is not None}
         specials = tokenizer.special_tokens
@@ -227,7 +232,7 @@ class TemplateChat(ChatFormat):
             return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, tools=None,
                                          documents=None, **self._variables)
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
-            raise ScratchError(f"the chat template refused the conversation: {exc}") from None
+            raise ScratchError(f"the chat template refused the conversation: {_first_line(exc)}") from None
 
     def _encode(self, text: str, start: str, end: str) -> tuple[list[int], list[int]]:
         """Ids of a rendered text and where each token starts in it once the markers are removed."""
