@@ -44,10 +44,16 @@ def _first_difference(a: object, b: object) -> str:
 
 
 def load_tokenizer(run_dir: Path) -> BPETokenizer:
-    """The run's tokenizer, with the bos/eos/pad roles an imported model brought, if any."""
-    roles_file = Path(run_dir) / SPECIAL_TOKENS_FILE
-    roles = json.loads(roles_file.read_text()) if roles_file.is_file() else None
-    return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, roles)
+    """The run's tokenizer, with the conventions an imported model brought, if any: its bos/eos/pad
+    tokens, whether a prompt starts with bos, and every id that ends a sequence."""
+    conventions_file = Path(run_dir) / SPECIAL_TOKENS_FILE
+    conventions = None
+    if conventions_file.is_file():
+        try:
+            conventions = json.loads(conventions_file.read_text())
+        except ValueError as exc:
+            raise ScratchError(f"{conventions_file} is not valid JSON ({exc}); import the model again") from None
+    return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, conventions)
 
 
 def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = True) -> Path | None:
