@@ -31,7 +31,7 @@ class ModelConfig:
     n_heads: int = 4
     n_kv_heads: int = 2  # grouped-query attention: each KV head serves n_heads / n_kv_heads query heads
     ffn_hidden_dim: int = 768  # SwiGLU inner width (w1, w3: dim -> hidden; w2: hidden -> dim)
-    max_seq_len: int = 256  # longest context the RoPE tables cover
+    max_seq_len: int = 512  # longest context the RoPE tables cover
     rope_theta: float = 10000.0
     # "llama3": Llama 3.1's long-context RoPE, which slows the low frequencies by rope_factor and blends
     # the middle ones (as transformers' rope_type "llama3"); "none": plain RoPE.
@@ -68,8 +68,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    seq_len: int = 256
-    micro_batch_size: int = 16  # sequences per forward/backward on one data-parallel rank
+    seq_len: int = 512
+    micro_batch_size: int = 8  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
     max_steps: int = 500
     precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"

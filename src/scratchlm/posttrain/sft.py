@@ -29,7 +29,7 @@ from scratchlm.config import Config, apply_dict, load_config, read_tree, set_key
 from scratchlm.data.chat_data import Conversation, Skips, load_conversations
 from scratchlm.errors import ScratchError
 from scratchlm.parallel.world import World
-from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, open_run, read_config
+from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, open_run
 from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.launch import Shares, launch
 from scratchlm.train.stage import IGNORE, Batch, Stage, TokenStage, shard_validation
@@ -38,7 +38,7 @@ from scratchlm.train.stage import IGNORE, Batch, Stage, TokenStage, shard_valida
 # schedule at a lower peak rate, and conversations instead of documents. The main job uses these.
 SFT_DEFAULTS = {
     "data": {"source": "embedded", "embedded_docs": 8000, "max_docs": 0},
-    "train": {"max_steps": 200, "global_batch_tokens": 0, "eval_every": 50, "save_every": 100, "log_every": 10},
+    "train": {"max_steps": 200, "eval_every": 50, "save_every": 100, "log_every": 10},
     "optim": {"lr": 1e-3, "warmup_steps": 20, "lr_decay_steps": 0},
 }
 ROWS_PER_STEP = 16  # conversations (or packed rows) per optimizer step, the default global batch
@@ -47,15 +47,14 @@ RUN_FILES = (SPECIAL_TOKENS_FILE, CHAT_TEMPLATE_FILE)  # an imported parent's co
 
 def sft_config(base_run: Path, config_file: str | None, overrides: dict[str, str]) -> Config:
     """The parent's config (its model above all), then SFT_DEFAULTS, then --config, then the overrides."""
-    parent = read_config(base_run)
     cfg = load_config(config_file=Path(base_run) / CONFIG_FILE)
-    defaults = {section: dict(values) for section, values in SFT_DEFAULTS.items()}
-    defaults["train"]["global_batch_tokens"] = ROWS_PER_STEP * parent.train.seq_len
-    apply_dict(cfg, defaults)
-    if config_file:
-        apply_dict(cfg, read_tree(config_file), str(config_file))
+    apply_dict(cfg, SFT_DEFAULTS)
+    tree = read_tree(config_file) if config_file else {}
+    apply_dict(cfg, tree, str(config_file))
     for key, value in overrides.items():
         set_key(cfg, key, value)
+    if "train.global_batch_tokens" not in overrides and "global_batch_tokens" not in tree.get("train", {}):
+        cfg.train.global_batch_tokens = ROWS_PER_STEP * cfg.train.seq_len  # a batch counts conversations
     cfg.stage, cfg.parent = "sft", str(Path(base_run).resolve())
     validate(cfg)
     return cfg
