@@ -73,7 +73,7 @@ def fit_micro_batch(cfg: Config, dp: int, user_keys: frozenset[str]) -> str | No
         raise ScratchError(f"train.micro_batch_size {t.micro_batch_size} does not divide the {local} sequences of "
                            f"each of the {dp} data-parallel ranks; choose a divisor of {local}")
     chosen = max(d for d in range(1, min(t.micro_batch_size, local) + 1) if local % d == 0)
-    note = (f"micro-batch: {chosen} sequences (the preset's {t.micro_batch_size} does not divide the {local} of "
+    note = (f"micro-batch: {chosen} sequences (the configured {t.micro_batch_size} does not divide the {local} of "
             f"each of the {dp} data-parallel ranks)")
     t.micro_batch_size = chosen
     return note
