@@ -61,7 +61,7 @@ def check_output_dir(path: str | Path, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ScratchError(f"{flag} {path} is a file, not a folder; choose a folder path")
-    _check_writable_parent(path, flag)
+    _check_writable_folder(path, path, flag)
 
 
 def check_output_file(path: str | Path, flag: str) -> None:
@@ -69,15 +69,17 @@ def check_output_file(path: str | Path, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise ScratchError(f"{flag} {path} is a folder; give a file path such as {path / 'out.jsonl'}")
-    _check_writable_parent(path, flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ScratchError(f"{flag} {path} is read-only for this user; choose another path")
+    _check_writable_folder(path.parent, path, flag)
 
 
-def _check_writable_parent(path: Path, flag: str) -> None:
-    existing = path if path.exists() else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ScratchError(f"{flag} {path} cannot be created: {existing} is a file; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ScratchError(f"{flag} {path} cannot be written: {existing} is not writable for this user; "
+def _check_writable_folder(folder: Path, path: Path, flag: str) -> None:
+    """folder, or the nearest folder above it that exists, must be a folder this user can write into."""
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ScratchError(f"{flag} {path} cannot be created: {folder} is a file; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ScratchError(f"{flag} {path} cannot be written: {folder} is not writable for this user; "
                            "choose another path")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,13 +17,13 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 from scratchlm.config import DataConfig
-from scratchlm.data.prepare import prepare, same_tokenizer
+from scratchlm.data.prepare import Prepared, prepare, same_tokenizer
 from scratchlm.errors import ScratchError
 from scratchlm.parallel.world import MESH_DIMS, ParallelDims, World
 
-# Far shorter than a run's 30 minutes, long enough for a slow machine: a rank left waiting fails the
-# test with gloo's timeout error instead of the message it should have had.
-TIMEOUT = datetime.timedelta(seconds=30)
+# Far shorter than a run's 30 minutes, far longer than a prepare here: a rank left waiting fails the test
+# with gloo's timeout error instead of the message it should have had.
+TIMEOUT = datetime.timedelta(seconds=120)
 
 
 def scenario(name: str, rank: int, data: Path):
@@ -42,13 +41,12 @@ def scenario(name: str, rank: int, data: Path):
         return fail_on(1, RuntimeError("worker pool crashed")), None
     if name == "main_raises_scratch_error":
         return fail_on(0, ScratchError("data path x.jsonl does not exist")), None
-    # Real prepares: the same file into one shared folder (rank 0 makes it, rank 1 reuses it), or (as on
-    # nodes that hold different files under one path) another text per rank, which trains another tokenizer.
-    if name == "same_data":
-        cfg = DataConfig(source=str(data / "same.jsonl"), dir=str(data / "shared"))
-    else:
-        cfg = DataConfig(source=str(data / f"rank{rank}.jsonl"), dir=str(data / f"own{rank}"))
-    return (lambda: prepare(replace(cfg, vocab_size=300, val_fraction=0.2, workers=1))), same_tokenizer
+    if name == "different_tokenizers":  # as on nodes that hold different files under one path
+        return (lambda: Prepared(data / f"rank{rank}", {"tokenizer_hash": f"tokenizer-of-rank-{rank}"})), same_tokenizer
+    # A real prepare of the same file into one shared folder: rank 0 makes it, rank 1 reuses it.
+    cfg = DataConfig(source=str(data / "same.jsonl"), dir=str(data / "shared"), vocab_size=300, val_fraction=0.2,
+                     workers=1)
+    return (lambda: prepare(cfg)), same_tokenizer
 
 
 def main(out: Path, data: Path, names: list[str]) -> None:

@@ -55,7 +55,7 @@ class Prepared:
 
     def tokenizer(self) -> BPETokenizer:
         tokenizer = BPETokenizer.load(self.tokenizer_path)
-        if tokenizer.fingerprint() != self.manifest["tokenizer_hash"]:
+        if tokenizer.fingerprint() != self.manifest.get("tokenizer_hash"):
             raise ScratchError(f"{self.tokenizer_path} is not the tokenizer that made the shards in {self.dir} (it "
                                "was replaced or edited); prepare the dataset again with --force")
         return tokenizer
@@ -90,7 +90,7 @@ def default_dir(cfg: DataConfig) -> Path:
     return cache_root() / "data" / f"{label}-{digest}"
 
 
-MANIFEST_KEYS = ("source", "settings", "tokenizer_hash", "vocab_size", "dtype", "splits")
+MANIFEST_KEYS = ("dtype", "splits")  # what reading the shards needs
 
 
 def load_prepared(data_dir: str | Path) -> Prepared:
@@ -110,8 +110,8 @@ def load_prepared(data_dir: str | Path) -> Prepared:
         if lacking := [key for key in MANIFEST_KEYS if key not in manifest]:
             raise KeyError(lacking[0])
         itemsize = np.dtype(manifest["dtype"]).itemsize
-        shards = [(data_dir / s["file"], int(s["tokens"])) for split in sources.SPLITS
-                  for s in manifest["splits"][split]["shards"]]
+        shards = [(data_dir / s["file"], int(s["tokens"])) for info in manifest["splits"].values()
+                  for s in info["shards"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ScratchError(f"{manifest_path} is not a manifest that scratchlm prepare wrote ({type(exc).__name__}: "
                            f"{exc}); {again}") from None
@@ -127,14 +127,13 @@ def load_prepared(data_dir: str | Path) -> Prepared:
 def same_tokenizer(results: list[Prepared]) -> None:
     """The ranks of one job must train on the same token ids: refuse datasets made with different tokenizers
     (ranks on nodes that see different files under the same path, or different --data.tokenizer files)."""
-    first = results[0]
-    for rank, other in enumerate(results):
-        if other.manifest["tokenizer_hash"] != first.manifest["tokenizer_hash"]:
+    hashes = [p.manifest.get("tokenizer_hash") for p in results]
+    for rank, (other, tokenizer) in enumerate(zip(results, hashes, strict=True)):
+        if tokenizer != hashes[0]:
             raise ScratchError(
-                f"the ranks disagree on the tokenizer: rank 0 prepared {first.dir} with tokenizer "
-                f"{first.manifest['tokenizer_hash']}, rank {rank} {other.dir} with {other.manifest['tokenizer_hash']}; "
-                "every rank must read the same data: give all nodes the same files, or prepare once into a "
-                "shared folder and train with --data FOLDER")
+                f"the ranks disagree on the tokenizer: rank 0 prepared {results[0].dir} with tokenizer {hashes[0]}, "
+                f"rank {rank} {other.dir} with {tokenizer}; every rank must read the same data: give all nodes the "
+                "same files, or prepare once into a shared folder and train with --data FOLDER")
 
 
 def _use_as_is(folder: Path, cfg: DataConfig, out: str | Path | None, force: bool) -> Prepared:
@@ -142,11 +141,11 @@ def _use_as_is(folder: Path, cfg: DataConfig, out: str | Path | None, force: boo
     prepared = load_prepared(folder)
     if force:
         raise ScratchError(f"--force rebuilds a dataset from its text, and {folder} holds token shards; give the "
-                           f"text it was prepared from ({prepared.manifest['source']})")
+                           f"text it was prepared from ({prepared.manifest.get('source', 'not recorded')})")
     if out and Path(out).resolve() != folder.resolve():
         raise ScratchError(f"{folder} is already a prepared dataset; train on it with --data {folder}, without "
                            "--out or --data.dir")
-    if cfg.tokenizer and BPETokenizer.load(cfg.tokenizer).fingerprint() != prepared.manifest["tokenizer_hash"]:
+    if cfg.tokenizer and BPETokenizer.load(cfg.tokenizer).fingerprint() != prepared.manifest.get("tokenizer_hash"):
         raise ScratchError(f"{folder} was prepared with another tokenizer than --data.tokenizer {cfg.tokenizer}; "
                            "drop --data.tokenizer to use the dataset's own, or prepare the text again with it")
     prepared.tokenizer()  # there, and the one that made the shards
@@ -239,12 +238,12 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
     digest = settings_digest(cfg)
     if (out / MANIFEST).is_file() and not force:
         prepared = load_prepared(out)
-        if given is not None and prepared.manifest["tokenizer_hash"] != given.fingerprint():
+        if given is not None and prepared.manifest.get("tokenizer_hash") != given.fingerprint():
             raise ScratchError(f"shards in {out} were made by another tokenizer; pick another {flag} "
                                "or re-run prepare with --force")
         if prepared.manifest.get("settings") != digest:
             raise ScratchError(f"shards in {out} were made from other data or settings (source "
-                               f"{prepared.manifest['source']}); to train on them as they are, pass --data {out}; "
+                               f"{prepared.manifest.get('source')}); to train on them as they are, pass --data {out}; "
                                f"else pick another {flag} or prepare with --force")
         return prepared
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
