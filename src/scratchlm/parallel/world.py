@@ -199,7 +199,8 @@ class World:
     def _fail_together(self, error: Exception | None) -> None:
         """Every rank tells the others whether it failed; if one did, all raise (the failed one its own error)."""
         outcomes: list[tuple[str, str] | None] = [None] * self.dims.world_size
-        mine = None if error is None else (type(error).__name__, str(error))
+        kind = ScratchError.__name__ if isinstance(error, ScratchError) else type(error).__name__
+        mine = None if error is None else (kind, str(error))
         dist.all_gather_object(outcomes, mine)
         if error is not None:
             raise error
