@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named model + training preset: tiny, 125m, 350m, 1b, 3b, 7b, 13b, 70b")
     p.add_argument("--config", help="a YAML file of config sections (e.g. a run's config.yaml)")
-    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG]")
+    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG] | a folder that "
+                                  "scratchlm prepare wrote")
     p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
 
 
@@ -128,10 +130,13 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm import atomic
     from scratchlm.data import corpus
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm corpus --help")
+    atomic.check_output_file(args.out, "--out")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     try:
         lines = corpus.write_jsonl(args.out, args.split, args.n, seed=args.seed, kind=args.kind)
     except ValueError as exc:
@@ -164,6 +169,8 @@ def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.parallel.planner import plan
 
+    if not math.isfinite(args.gpu_mem_gb) or args.gpu_mem_gb <= 0:
+        raise ScratchError(f"--gpu-mem-gb must be a GPU's memory in GB, such as 80; got {args.gpu_mem_gb}")
     cfg = _resolve(args, extra)
     t = cfg.train
     checkpointing = args.activation_checkpointing
