@@ -62,6 +62,7 @@ def main(out: Path, data: Path, names: list[str]) -> None:
         except Exception as exc:  # what each rank raised is the test's result, whatever it is
             outcome = {"error": type(exc).__name__, "message": str(exc)}
         (out / f"{name}.{rank}.json").write_text(json.dumps(outcome))
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
