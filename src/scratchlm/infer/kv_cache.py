@@ -114,7 +114,7 @@ class PagedKVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.write_slots = torch.zeros(0, dtype=torch.long, device=device)
         self.read_slots = torch.zeros(0, dtype=torch.long, device=device)
-        self.keys = 0
+        self.keys = 0  # keys per row
 
     @property
     def bytes_per_block(self) -> int:
