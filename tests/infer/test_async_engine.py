@@ -96,6 +96,20 @@ def test_stop_aborts_what_still_runs(model):
     assert metrics.blocks_in_use == 0 and metrics.running == metrics.waiting == 0
 
 
+def test_stop_with_drain_finishes_what_was_submitted_and_refuses_more(model):
+    async def main():
+        served = AsyncEngine(Engine(model))
+        served.start()
+        tasks = [asyncio.create_task(collect(served.submit([1, 2], greedy(20)))) for _ in range(3)]
+        await asyncio.get_running_loop().run_in_executor(None, lambda: served.stop(drain=True))
+        with pytest.raises(RuntimeError, match="stopping"):
+            served.submit([1], greedy(1))
+        return await asyncio.gather(*tasks)
+
+    done = asyncio.run(main())
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 20 for c in done)
+
+
 def test_a_failing_step_fails_every_request_instead_of_hanging(model):
     engine = Engine(model)
 
