@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer import engine as engine_module
 from scratchlm.infer.engine import Completion, Engine
 from scratchlm.infer.sampling import SamplingParams
 from scratchlm.interop.hf import rename
@@ -264,6 +265,14 @@ def test_generation_stops_at_the_context_end(model):
 def test_bad_requests_are_refused_in_one_line(model, prompt, params, message):
     with pytest.raises(ScratchError, match=message):
         Engine(model).add_request(prompt, params)
+
+
+def test_the_default_cache_holds_max_running_contexts_up_to_a_ceiling(model, monkeypatch):
+    assert Engine(model, max_running=3).capacity == 3 * 64
+    monkeypatch.setattr(engine_module, "DEFAULT_CACHE_BYTES", 2**20)
+    long_context = build_model(small_model_config(max_seq_len=8192), seed=0)
+    per_token = 2 * 2 * 2 * 16 * 4  # keys and values, 2 layers, 2 kv heads, head_dim 16, fp32
+    assert Engine(long_context).capacity == 2**20 // per_token
 
 
 def test_a_request_larger_than_the_whole_cache_is_refused(model):

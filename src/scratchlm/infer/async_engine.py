@@ -55,6 +55,8 @@ class RequestHandle:
 
 
 class AsyncEngine:
+    """An Engine served from its own thread: start(), submit() from coroutines, metrics(), stop()."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()

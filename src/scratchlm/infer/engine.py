@@ -35,6 +35,10 @@ from scratchlm.infer.scheduler import Sequence as Seq
 from scratchlm.model import Transformer
 from scratchlm.tokenizer import BPETokenizer
 
+# The default KV pool's ceiling: a long-context model (an imported Llama's 131,072 tokens) times 64
+# sequences would ask for hundreds of GB; serve such a model with an explicit cache_tokens.
+DEFAULT_CACHE_BYTES = 2**30
+
 
 @dataclass
 class RequestOutput:
@@ -96,7 +100,8 @@ class Engine:
 
     stop_ids end every sequence (a chat format's end-of-turn; scratchlm.chat supplies an imported
     model's). tokenizer: needed for text outputs and stop strings. max_running: sequences decoded
-    together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts).
+    together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts, up to
+    DEFAULT_CACHE_BYTES of keys and values).
     max_prefill_tokens: padded tokens per prefill forward (a longer prompt is prefilled in chunks).
     """
 
@@ -112,7 +117,10 @@ class Engine:
         param = next(model.parameters())
         self.device = param.device
         self.block_size = block_size
-        num_blocks = -(-(cache_tokens or max_running * cfg.max_seq_len) // block_size) + 1  # + the trash block
+        if cache_tokens is None:
+            bytes_per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * param.element_size()
+            cache_tokens = min(max_running * cfg.max_seq_len, DEFAULT_CACHE_BYTES // bytes_per_token)
+        num_blocks = -(-cache_tokens // block_size) + 1  # + the trash block
         self.pool = BlockPool(num_blocks)
         self.cache = PagedKVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, num_blocks, block_size, param.dtype,
                                   self.device)
