@@ -67,7 +67,7 @@ def test_an_intermediate_top_p_samples_exactly_the_tokens_that_reach_it(run):
         logits = model(torch.tensor([tokenizer.encode(prompt, bos=True)]))[0, -1]
     probs, order = (logits / temperature).softmax(-1).sort(descending=True)
     top_p = float(probs[0] + probs[1] / 2)
-    stops = stop_ids(tokenizer)
+    stops = stop_ids(run, tokenizer)
     allowed = {"" if t in stops else tokenizer.decode([t]) for t in order[:2].tolist()}
 
     def first_tokens(p: float) -> set[str]:
