@@ -13,10 +13,10 @@ document), a .jsonl / .parquet with a text field, or hf:NAME[:CONFIG[:SPLIT]] (s
 from __future__ import annotations
 
 from scratchlm.data import corpus
+from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
 from scratchlm.eval.runner import Runner, rolling_windows
 from scratchlm.eval.task import EvalOptions, TaskResult
-from scratchlm.errors import ScratchError
 
 EMBEDDED_DOCUMENTS = 200
 

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from scratchlm.data import corpus
+from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
 from scratchlm.eval.runner import Runner
 from scratchlm.eval.task import EvalOptions, TaskResult
-from scratchlm.errors import ScratchError
 
 FIELDS = ("question", "answer")
 EMBEDDED = "embedded"

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from scratchlm.data import corpus
+from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
 from scratchlm.eval.runner import Runner
 from scratchlm.eval.task import EvalOptions, TaskResult
-from scratchlm.errors import ScratchError
 from scratchlm.tokenizer import BPETokenizer
 
 DELIMITER = " "  # lm-eval's target_delimiter
