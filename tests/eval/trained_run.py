@@ -1,0 +1,86 @@
+"""A run trained here on worked math problems, long enough (300 steps, about half a minute) that its
+greedy answers end in "#### <number>" lines; its Hugging Face export; and lm-eval helpers for task YAMLs
+over local files. The run is built once per test session, into the session's temporary folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scratchlm.cli import main
+from scratchlm.data import corpus
+
+from conftest import run_cli
+
+# A small model with room for 5-shot prompts: 512 positions, trained on 128-token windows.
+MODEL = ["--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4", "--model.n_kv_heads", "2",
+         "--model.ffn_hidden_dim", "128", "--model.max_seq_len", "512", "--train.seq_len", "128",
+         "--train.micro_batch_size", "8", "--train.global_batch_tokens", "1024", "--data.vocab_size", "320",
+         "--train.eval_every", "100", "--train.eval_batches", "2", "--train.log_every", "50",
+         "--data.workers", "1", "--optim.warmup_steps", "5"]
+STEPS = 300
+
+
+@dataclass
+class Trained:
+    run: Path  # scratchlm run directory
+    hf: Path  # its export-hf directory
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def trained_run(root: Path) -> Trained:
+    """The session's trained run and export, built on first use."""
+    trained = Trained(root / "run", root / "hf")
+    if (root / "done").is_file():
+        return trained
+    root.mkdir(parents=True, exist_ok=True)
+    docs = [{"text": corpus.format_math(p)} for p in corpus.math_problems("train", 1500)]
+    data = write_jsonl(root / "math.jsonl", docs)
+    run_cli("pretrain", "--data", str(data), "--out", str(trained.run), "--max-steps", str(STEPS), "--samples", "0",
+            *MODEL)
+    main(["export-hf", str(trained.run), str(trained.hf)])
+    (root / "done").touch()
+    return trained
+
+
+def task_yaml(folder: Path, name: str, include: str | None = None, **fields: Any) -> Path:
+    """A task YAML for lm-eval's --include_path: optionally one of lm-eval's own task files (a path under
+    lm_eval/tasks) with the given fields replaced, e.g. its dataset by local files."""
+    import lm_eval
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"task": name, **fields}
+    if include:
+        config = {"include": str(Path(lm_eval.__file__).parent / "tasks" / include), **config}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def local_dataset(**splits: Path) -> dict[str, Any]:
+    """The YAML fields that point a task at local jsonl files, one per split."""
+    return {"dataset_path": "json", "dataset_name": None,
+            "dataset_kwargs": {"data_files": {split: str(path) for split, path in splits.items()}}}
+
+
+def lm_eval_run(model: str, model_args: dict[str, Any], tasks_dir: Path, task: str, **kwargs: Any) -> dict[str, Any]:
+    """lm-eval's simple_evaluate on CPU, one request at a time, keeping every sample."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    if model == "scratchlm":
+        import scratchlm.eval.harness  # noqa: F401  (registers the model)
+    return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[task], device="cpu", batch_size=1,
+                                   task_manager=TaskManager(include_path=str(tasks_dir)), log_samples=True,
+                                   **kwargs)
+
+
+def hf_args(trained: Trained, **extra: Any) -> dict[str, Any]:
+    return {"pretrained": str(trained.hf), "dtype": "float32", **extra}
