@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from trained_run import hf_args, lm_eval_run, local_dataset, task_yaml, trained_run, write_jsonl
+from trained_run import arc_records, hf_args, lm_eval_run, local_dataset, task_yaml, trained_run, write_jsonl
 
 from scratchlm.data import corpus
 from scratchlm.errors import ScratchError
@@ -71,15 +71,6 @@ def test_pairs_split_as_lm_eval_splits_them(trained, context, continuation):
         Exported()._encode_pair(context, continuation)
 
 
-def story_records(n: int) -> list[multiple_choice.Question]:
-    return multiple_choice.story_questions(n)
-
-
-def arc_records(n: int) -> list[dict]:
-    return [{"id": str(i), "question": q.context[-300:], "answerKey": "ABCD"[q.gold],
-             "choices": {"text": q.choices, "label": list("ABCD")}} for i, q in enumerate(story_records(n))]
-
-
 def hellaswag_records(n: int) -> list[dict]:
     """Stories cut into a context (two halves, as HellaSwag's ctx_a and ctx_b) and four endings: the story's
     own and three others'; some carry WikiHow's [title] and [step] marks, which preprocessing removes."""
@@ -97,7 +88,7 @@ def hellaswag_records(n: int) -> list[dict]:
 
 def mmlu_records(n: int) -> list[dict]:
     return [{"question": q.context[-200:] + " Who comes next?", "subject": "high_school_biology",
-             "choices": q.choices, "answer": q.gold} for q in story_records(n)]
+             "choices": q.choices, "answer": q.gold} for q in multiple_choice.story_questions(n)]
 
 
 FORMATS = {

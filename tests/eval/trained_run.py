@@ -82,5 +82,13 @@ def lm_eval_run(model: str, model_args: dict[str, Any], tasks_dir: Path, task: s
                                    **kwargs)
 
 
+def arc_records(n: int) -> list[dict[str, Any]]:
+    """ARC-format records from the embedded story questions (the story's end as the question)."""
+    from scratchlm.eval.multiple_choice import story_questions
+
+    return [{"id": str(i), "question": q.context[-300:], "answerKey": "ABCD"[q.gold],
+             "choices": {"text": q.choices, "label": list("ABCD")}} for i, q in enumerate(story_questions(n))]
+
+
 def hf_args(trained: Trained, **extra: Any) -> dict[str, Any]:
     return {"pretrained": str(trained.hf), "dtype": "float32", **extra}
