@@ -7,23 +7,13 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from trained_run import hub_folder
 
 from scratchlm.errors import ScratchError
 from scratchlm.eval import data
 
 ROWS = [{"question": "What is 2 + 3?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"},
         {"question": "What is 4 * 6?", "answer": "4 * 6 = <<4*6=24>>24\n#### 24"}]
-
-
-def hub_folder(root, splits: dict[str, list[dict]]):
-    """A dataset laid out as openai/gsm8k is on the hub: a README declaring config 'main' and its parquet splits."""
-    (root / "main").mkdir(parents=True)
-    lines = ["---", "configs:", "- config_name: main", "  data_files:"]
-    for split, rows in splits.items():
-        pq.write_table(pa.Table.from_pylist(rows), root / "main" / f"{split}-00000-of-00001.parquet")
-        lines += [f"  - split: {split}", f"    path: main/{split}-*"]
-    (root / "README.md").write_text("\n".join([*lines, "---", ""]))
-    return root
 
 
 def test_jsonl_parquet_and_text(tmp_path):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import yaml
-from trained_run import trained_run, write_jsonl
+from trained_run import hub_folder, trained_run, write_jsonl
 
 from scratchlm.cli import main
 from scratchlm.data import corpus
@@ -69,6 +69,16 @@ def test_pass_at_k_from_sampled_completions(trained):
     assert all(len(s["completions"]) == 3 for s in result.samples)
     assert len({c for s in result.samples for c in s["completions"]}) > 4  # sampled, not one greedy answer
     assert evaluate(trained.run, ["gsm8k"], options)[0].samples == result.samples  # seeded
+
+
+def test_a_hub_dataset_gives_its_train_split_as_shots(trained, tmp_path):
+    folder = hub_folder(tmp_path / "gsm8k", {"test": list(corpus.math_problems("heldout", 2)),
+                                             "train": list(corpus.math_problems("train", 3))})
+    result = evaluate(trained.run, ["gsm8k"], EvalOptions(data=f"hf:{folder}:main", fewshot=1, max_new_tokens=8))[0]
+    assert result.settings["data"] == f"hf:{folder}:main:test"
+    assert result.settings["fewshot_data"] == f"hf:{folder}:main:train"
+    shot = next(corpus.math_problems("train", 1))
+    assert f"Question: {shot['question']}\nAnswer: {shot['answer']}" in result.samples[0]["prompt"]
 
 
 class RoleTokens:

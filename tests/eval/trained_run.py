@@ -90,5 +90,19 @@ def arc_records(n: int) -> list[dict[str, Any]]:
              "choices": {"text": q.choices, "label": list("ABCD")}} for i, q in enumerate(story_questions(n))]
 
 
+def hub_folder(root: Path, splits: dict[str, list[dict[str, Any]]]) -> Path:
+    """A dataset laid out as openai/gsm8k is on the hub: a README declaring config 'main' and its parquet splits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "main").mkdir(parents=True)
+    lines = ["---", "configs:", "- config_name: main", "  data_files:"]
+    for split, rows in splits.items():
+        pq.write_table(pa.Table.from_pylist(rows), root / "main" / f"{split}-00000-of-00001.parquet")
+        lines += [f"  - split: {split}", f"    path: main/{split}-*"]
+    (root / "README.md").write_text("\n".join([*lines, "---", ""]))
+    return root
+
+
 def hf_args(trained: Trained, **extra: Any) -> dict[str, Any]:
     return {"pretrained": str(trained.hf), "dtype": "float32", **extra}

@@ -97,17 +97,9 @@ def choose_shots(pool: Sequence[dict[str, Any]], k: int, n_questions: int, sampl
 def run(runner: Runner, options: EvalOptions) -> TaskResult:
     source = options.data or EMBEDDED
     problems = _problems(source, "test", options.limit)
-    k = options.fewshot if options.fewshot is not None else (0 if options.chat else BASE_SHOTS)
-    # A hub dataset gives its own train split as shots; anything else, the embedded train problems.
-    fewshot_source = options.fewshot_data or (data.with_split(source, "train") if source.startswith("hf:")
-                                              else EMBEDDED)
     data_desc = source if source == EMBEDDED else data.describe(source, "test")
-    fewshot_desc = fewshot_source if fewshot_source == EMBEDDED else data.describe(fewshot_source, "train")
-    if k and fewshot_desc == data_desc != EMBEDDED:
-        raise ScratchError("the few-shot examples would come from the evaluated data itself; give another "
-                           "--fewshot-data (GSM8K's train split)")
-    pool = _problems(fewshot_source, "train", EMBEDDED_FEWSHOT_POOL if fewshot_source == EMBEDDED else None) \
-        if k else []
+    k = options.fewshot if options.fewshot is not None else (0 if options.chat else BASE_SHOTS)
+    pool, fewshot_desc = _fewshot_pool(options, source, data_desc) if k else ([], None)
     shots = choose_shots(pool, k, len(problems), options.fewshot_sampler, options.fewshot_seed)
     max_new = options.max_new_tokens or min(MAX_NEW_TOKENS, runner.context_len // 2)
 
@@ -126,7 +118,7 @@ def run(runner: Runner, options: EvalOptions) -> TaskResult:
                for problem, outs, ids in zip(problems, completions, prompts, strict=True)]
 
     settings = {
-        "data": data_desc, "fewshot": k, "fewshot_data": fewshot_desc if k else None,
+        "data": data_desc, "fewshot": k, "fewshot_data": fewshot_desc,
         "fewshot_sampler": options.fewshot_sampler if k else None,
         "fewshot_seed": options.fewshot_seed if k and options.fewshot_sampler == "random" else None,
         "chat": options.chat, "max_new_tokens": max_new, "stop": stops, "temperature": options.temperature,
@@ -139,6 +131,20 @@ def run(runner: Runner, options: EvalOptions) -> TaskResult:
     shots_seen = pool[:k] if options.fewshot_sampler == "first_n" else pool
     return TaskResult("gsm8k", metrics(samples, options.samples), settings, data.fingerprint(problems, shots_seen),
                       samples, warnings)
+
+
+def _fewshot_pool(options: EvalOptions, source: str, data_desc: str) -> tuple[list[dict[str, Any]], str]:
+    """The problems shots are drawn from, and where they come from: --fewshot-data, else a hub dataset's own
+    train split, else the embedded train problems."""
+    fewshot_source = options.fewshot_data or (data.with_split(source, "train") if source.startswith("hf:")
+                                              else EMBEDDED)
+    if fewshot_source == EMBEDDED:
+        return _problems(EMBEDDED, "train", EMBEDDED_FEWSHOT_POOL), EMBEDDED
+    fewshot_desc = data.describe(fewshot_source, "train")
+    if fewshot_desc == data_desc:
+        raise ScratchError("the few-shot examples would come from the evaluated data itself; give another "
+                           "--fewshot-data (GSM8K's train split)")
+    return _problems(fewshot_source, "train", None), fewshot_desc
 
 
 def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], problems: list[dict[str, Any]]
