@@ -165,6 +165,15 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> None:
              on_result=show)
 
 
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.eval.report import report
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm report --help")
+    md, page = report(args.run_dir)
+    print(f"report card: {md} and {page}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
                                      description="Build a Llama-style language model from scratch.")
@@ -245,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward when scoring log-likelihoods")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", allow_abbrev=False,
+                       help="the report card of a run and its ancestors: scores, loss curves, sample answers")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("corpus", allow_abbrev=False,
                        help="write the embedded corpus (stories, math problems) to a .jsonl file")
