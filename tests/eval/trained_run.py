@@ -43,7 +43,7 @@ def trained_run(root: Path) -> Trained:
     docs = [{"text": corpus.format_math(p)} for p in corpus.math_problems("train", 1500)]
     data = write_jsonl(root / "math.jsonl", docs)
     run_cli("pretrain", "--data", str(data), "--out", str(trained.run), "--max-steps", str(STEPS), "--samples", "0",
-            *MODEL)
+            *MODEL, env={"SCRATCHLM_CACHE": str(root / "cache")})
     main(["export-hf", str(trained.run), str(trained.hf)])
     (root / "done").touch()
     return trained
@@ -65,20 +65,25 @@ def task_yaml(folder: Path, name: str, include: str | None = None, **fields: Any
 
 
 def local_dataset(**splits: Path) -> dict[str, Any]:
-    """The YAML fields that point a task at local jsonl files, one per split."""
+    """The YAML fields that point a task at local jsonl files, one per split; `datasets` caches beside them,
+    not in the user's cache."""
+    cache = next(iter(splits.values())).parent / "datasets-cache"
     return {"dataset_path": "json", "dataset_name": None,
-            "dataset_kwargs": {"data_files": {split: str(path) for split, path in splits.items()}}}
+            "dataset_kwargs": {"data_files": {split: str(path) for split, path in splits.items()},
+                               "cache_dir": str(cache)}}
 
 
 def lm_eval_run(model: str, model_args: dict[str, Any], tasks_dir: Path, task: str, **kwargs: Any) -> dict[str, Any]:
-    """lm-eval's simple_evaluate on CPU, one request at a time, keeping every sample."""
+    """lm-eval's simple_evaluate on CPU, one request at a time, keeping every sample. Only the tasks in
+    tasks_dir are indexed (they include lm-eval's own task files by path)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     if model == "scratchlm":
         import scratchlm.eval.harness  # noqa: F401  (registers the model)
     return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=[task], device="cpu", batch_size=1,
-                                   task_manager=TaskManager(include_path=str(tasks_dir)), log_samples=True,
+                                   task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
+                                   log_samples=True,
                                    **kwargs)
 
 
