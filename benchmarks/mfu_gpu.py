@@ -20,7 +20,7 @@ from scratchlm.hardware import peak_flops
 from scratchlm.model import build_model, flops_per_token
 from scratchlm.parallel.parallelize import apply_compile
 from scratchlm.train.optim import build_optimizer
-from scratchlm.train.trainer import next_token_loss
+from scratchlm.train.stage import token_loss_sum
 
 
 def measure(name: str, steps: int, micro_batch: int, seq_len: int) -> dict[str, float]:
@@ -35,7 +35,7 @@ def measure(name: str, steps: int, micro_batch: int, seq_len: int) -> dict[str, 
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = next_token_loss(model, x, y)
+            loss = token_loss_sum(model(x), y) / y.numel()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

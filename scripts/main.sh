@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded corpus: install, prepare, pretrain the tiny preset, sample.
+# The whole pipeline on the embedded corpus: install, prepare, pretrain the tiny preset, fine-tune it on
+# conversations, and talk to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RUN=${RUN:-runs/tiny}
+SFT=${SFT:-$RUN-sft}
+PY=.venv/bin/python
 .venv/bin/scratchlm prepare --preset tiny
-# A fresh run directory each time, so the command always does the whole job.
-rm -rf "$RUN"
+# Fresh run directories each time, so the command always does the whole job.
+rm -rf "$RUN" "$SFT"
 .venv/bin/scratchlm pretrain --preset tiny --out "$RUN"
 echo
-echo "--- greedy continuation of a held-out math question ---"
+echo "--- greedy continuation of a held-out math question by the base model ---"
 .venv/bin/scratchlm generate "$RUN" --echo --temperature 0 --max-new-tokens 120 \
-  --prompt "Question: $(.venv/bin/python -c 'from scratchlm.data import corpus; print(next(corpus.math_problems("heldout", 1))["question"])')
+  --prompt "Question: $($PY -c 'from scratchlm.data import corpus; print(next(corpus.math_problems("heldout", 1))["question"])')
 Answer:"
-echo "plots: $RUN/plots/loss.png $RUN/plots/lr.png; metrics: $RUN/metrics.jsonl"
+.venv/bin/scratchlm sft "$RUN" --out "$SFT"
+QUESTION=$($PY -c 'from scratchlm.data import corpus; print(next(corpus.math_problems("heldout", 1))["question"])')
+REQUEST=$($PY -c 'from scratchlm.data import corpus; print(next(corpus.story_requests("heldout", 1)).request)')
+for PROMPT in "$QUESTION" "$REQUEST"; do
+  echo
+  echo "--- you: $PROMPT"
+  echo "--- $SFT (greedy):"
+  .venv/bin/scratchlm chat "$SFT" --prompt "$PROMPT" --temperature 0 --max-new-tokens 400
+done
+echo
+echo "plots: $RUN/plots/loss.png $SFT/plots/loss.png; talk to the model: .venv/bin/scratchlm chat $SFT"

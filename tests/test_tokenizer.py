@@ -3,6 +3,8 @@ a fingerprint that identifies it, and clear errors for bad files and bad sizes."
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 
 import pytest
@@ -85,15 +87,39 @@ def test_special_tokens_at_fixed_ids(tok):
     assert tok.vocab_size == VOCAB
 
 
-def test_special_tokens_encode_as_single_tokens(tok):
-    for i, token in enumerate(SPECIAL_TOKENS):
-        assert tok.encode(token) == [i]
-        ids = tok.encode(f"hello{token}world")
-        assert ids.count(i) == 1
-        assert tok.decode(ids) == f"hello{token}world"
-    # Ordinary text never produces a special id.
-    ordinary = tok.encode("Once upon a time <| bos |> there was a cat.")
-    assert not set(ordinary) & set(range(len(SPECIAL_TOKENS)))
+def test_literal_special_text_encodes_as_ordinary_tokens(tok):
+    """Text is data: typing "<|end|>" never produces the special id, and the text comes back intact."""
+    special_ids = set(range(len(SPECIAL_TOKENS)))
+    for token in SPECIAL_TOKENS:
+        assert tok.tok.token_to_id(token) in special_ids  # the token exists; encode just never produces it
+        for text in (token, f"hello{token}world", f"Say {token} now {token}{token}"):
+            ids = tok.encode(text)
+            assert not set(ids) & special_ids, (text, ids)
+            assert tok.decode(ids) == text
+    # A literal special-token string is encoded on its own, apart from the text around it: a tokenizer that
+    # learned " <|" as one token does not use it across the edge of "<|end|>".
+    spaced = train_tokenizer(["say <| and |> or <|x|> now"] * 20, 300)
+    whole = Tokenizer.from_str(spaced.to_json())
+    whole.encode_special_tokens = True
+    text = "Say <|end|> now"
+    assert spaced.encode(text) == spaced.encode("Say ") + spaced.encode("<|end|>") + spaced.encode(" now")
+    assert spaced.encode(text) != whole.encode(text, add_special_tokens=False).ids
+    assert tok.encode("<|user|>", bos=True, eos=True)[1:-1] == tok.encode("<|user|>")
+
+
+def test_encode_offsets_locate_each_token(tok):
+    text = "The cat 🦙 sat <|end|> on 12345 mats."
+    ids, starts = tok.encode_offsets(text)
+    assert ids == tok.encode(text)
+    assert starts == sorted(starts) and starts[0] == 0
+    # Each token decodes to the text from its start to the next token's start (a llama's bytes share one).
+    bounds = sorted(set(starts)) + [len(text)]
+    pieces = [tok.decode([i for i, s in zip(ids, starts, strict=True) if s == a]) for a in bounds[:-1]]
+    assert pieces == [text[a:b] for a, b in itertools.pairwise(bounds)]
+    # specials=True is for text a template wrote: there the special-token strings are the special ids.
+    control_ids, control_starts = tok.encode_offsets("<|user|>hi<|end|>", specials=True)
+    assert control_ids == [tok.token_id("<|user|>"), *tok.encode("hi"), tok.token_id("<|end|>")]
+    assert control_starts[0] == 0 and control_starts[-1] == len("<|user|>hi")
 
 
 def test_special_ids_are_the_same_for_any_training_text():
@@ -172,6 +198,40 @@ def test_fingerprint_stable_across_save_and_load(tok, tmp_path, train_texts):
     assert loaded.encode(sample) == tok.encode(sample)
     # Training is deterministic: the same text and size give the same tokenizer.
     assert train_tokenizer(train_texts, VOCAB).fingerprint() == tok.fingerprint()
+
+
+def test_taking_over_a_tokenizer_keeps_its_json_and_fingerprint(tok):
+    """Turning off special-token matching in text is a flag of the object, not of tokenizer.json, so
+    prepared datasets and checkpoints that recorded the fingerprint still match."""
+    text = tok.to_json()
+    fresh = Tokenizer.from_str(text)
+    assert fresh.encode("<|end|>", add_special_tokens=False).ids == [tok.token_id("<|end|>")]
+    taken = BPETokenizer(fresh)
+    assert taken.to_json() == text and taken.fingerprint() == tok.fingerprint()
+    expected = hashlib.sha256(json.dumps(json.loads(text), sort_keys=True).encode()).hexdigest()[:16]
+    assert tok.fingerprint() == expected
+
+
+def test_conventions_round_trip(tok, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    tok.save(path)
+    roles = {"bos": "<|user|>", "eos": "<|system|>", "pad": None}  # any tokens may play the roles
+    imported = BPETokenizer.load(path, roles | {"add_bos": False, "eos_ids": [5, 6, 3]})
+    assert (imported.bos_id, imported.eos_id, imported.pad_id) == (4, 3, 3)
+    assert imported.add_bos is False and imported.eos_ids == (3, 5, 6)  # the eos first, each id once
+    again = BPETokenizer.load(path, imported.conventions())
+    assert (again.roles, again.add_bos, again.eos_ids) == (imported.roles, False, (3, 5, 6))
+    # A special_tokens.json written before add_bos and eos_ids were recorded holds the roles only.
+    old = BPETokenizer.load(path, roles)
+    assert old.add_bos is True and old.eos_ids == (3,)
+    assert BPETokenizer.load(path).conventions() == {"bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>",
+                                                     "add_bos": True, "eos_ids": [1]}
+
+
+def test_unknown_eos_id_is_refused(tok):
+    with pytest.raises(ScratchError, match=r"end-of-sequence ids \[5000\] are not tokens") as err:
+        BPETokenizer(Tokenizer.from_str(tok.to_json()), eos_ids=[6, 5000])
+    assert "special_tokens.json" in str(err.value)
 
 
 def test_fingerprint_differs_for_a_different_tokenizer(tok, train_texts):

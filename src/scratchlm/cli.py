@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,19 +22,28 @@ ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named model + training preset: tiny, 125m, 350m, 1b, 3b, 7b, 13b, 70b")
     p.add_argument("--config", help="a YAML file of config sections (e.g. a run's config.yaml)")
-    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG]")
+    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG] | a folder that "
+                                  "scratchlm prepare wrote")
     p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
 
 
-def _resolve(args: argparse.Namespace, extra: list[str]) -> Config:
-    """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
-    from scratchlm.config import load_config, parse_overrides
+def _overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
+    """The config keys given on the command line: the shortcut flags, then every --section.field VALUE."""
+    from scratchlm.config import parse_overrides
 
     overrides = {}
     for flag, key in ALIASES.items():
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     overrides.update(parse_overrides(extra))
+    return overrides
+
+
+def _resolve(args: argparse.Namespace, extra: list[str]) -> Config:
+    """Preset, then --config (or, when resuming, the run's own config.yaml), then overrides."""
+    from scratchlm.config import load_config
+
+    overrides = _overrides(args, extra)
     if getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file():
         # The parallel layout belongs to the launch, not to the run: a run saved on 4 ranks resumes on any.
         return load_config(args.preset, Path(args.out) / "config.yaml", overrides, skip_sections=("parallel",))
@@ -57,7 +67,7 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
 
     cfg = _resolve(args, extra)
     out = Path(args.out)
-    result = pretrain(cfg, out, resume=args.resume)
+    result = pretrain(cfg, out, resume=args.resume, user_keys=frozenset(_overrides(args, extra)))
     if not result["main"]:  # the other ranks of a torchrun job stay quiet
         return
     print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}")
@@ -65,14 +75,53 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
         print_samples(out, n=args.samples)
 
 
-def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
+def cmd_sft(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.config import load_config
+    from scratchlm.posttrain.sft import sft, sft_config
+
+    out = Path(args.out)
+    overrides = _overrides(args, extra)
+    if args.resume and not args.config and (out / "config.yaml").is_file():
+        cfg = load_config(config_file=out / "config.yaml", overrides=overrides, skip_sections=("parallel",))
+    else:
+        cfg = sft_config(Path(args.base_run), args.config, overrides)
+    result = sft(cfg, Path(args.base_run), out, resume=args.resume, user_keys=frozenset(overrides))
+    if result["main"]:
+        print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}; "
+              f"talk to it with scratchlm chat {out}")
+
+
+def _sampling(args: argparse.Namespace):
     from scratchlm.infer.engine import SamplingParams
+
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, seed=args.seed)
+
+
+def cmd_chat(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.infer.terminal_chat import ChatSession, run_terminal
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm chat --help")
+    params = _sampling(args)
+    params.check()
+    session = ChatSession(args.run_dir, args.device, warn=lambda text: print(text, file=sys.stderr))
+    if args.system:
+        session.conversation.system = args.system
+    if args.prompt is None:
+        run_terminal(session, params)
+        return
+    for piece in session.reply(args.prompt, params):  # the reply alone on stdout, for scripts
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.infer.generate import generate_text
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm generate --help")
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed)
+    params = _sampling(args)
     if args.echo:
         print(args.prompt, end="", flush=True)
     for piece in generate_text(args.run_dir, args.prompt, params, device=args.device):
@@ -81,10 +130,13 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm import atomic
     from scratchlm.data import corpus
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm corpus --help")
+    atomic.check_output_file(args.out, "--out")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     try:
         lines = corpus.write_jsonl(args.out, args.split, args.n, seed=args.seed, kind=args.kind)
     except ValueError as exc:
@@ -117,6 +169,8 @@ def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.parallel.planner import plan
 
+    if not math.isfinite(args.gpu_mem_gb) or args.gpu_mem_gb <= 0:
+        raise ScratchError(f"--gpu-mem-gb must be a GPU's memory in GB, such as 80; got {args.gpu_mem_gb}")
     cfg = _resolve(args, extra)
     t = cfg.train
     checkpointing = args.activation_checkpointing
@@ -174,6 +228,15 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"report card: {md} and {page}")
 
 
+def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=temperature, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0: off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlm", allow_abbrev=False,
                                      description="Build a Llama-style language model from scratch.")
@@ -206,17 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("sft", allow_abbrev=False, help="fine-tune a run on conversations (supervised fine-tuning)",
+                       epilog="Any config field is an option: --optim.lr 3e-4 --sft.packing true ...")
+    p.add_argument("base_run", help="the pretrained (or imported) run whose weights to start from")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory of the fine-tuned model")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.set_defaults(func=cmd_sft)
+
     p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
     p.add_argument("run_dir")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1: off")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
+    _sampling_args(p, max_new_tokens=200, temperature=0.8)
     p.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", allow_abbrev=False, help="talk with a model in the terminal (multi-turn, streamed)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", help="answer this one message, print the reply alone and exit")
+    p.add_argument("--system", help="a system message to start with")
+    _sampling_args(p, max_new_tokens=300, temperature=0.7)
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("export-hf", allow_abbrev=False,
                        help="write a run's latest checkpoint as a Hugging Face Llama model directory")
@@ -261,11 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("corpus", allow_abbrev=False,
-                       help="write the embedded corpus (stories, math problems) to a .jsonl file")
+                       help="write the embedded corpus (stories, math problems, conversations) to a .jsonl file")
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="train", help="train | validation | heldout")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--kind", default="documents", help="documents | stories | math")
+    p.add_argument("--kind", default="documents", help="documents | stories | math | conversations")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corpus)
     return parser

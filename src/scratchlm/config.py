@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class ModelConfig:
     n_heads: int = 4
     n_kv_heads: int = 2  # grouped-query attention: each KV head serves n_heads / n_kv_heads query heads
     ffn_hidden_dim: int = 768  # SwiGLU inner width (w1, w3: dim -> hidden; w2: hidden -> dim)
-    max_seq_len: int = 256  # longest context the RoPE tables cover
+    max_seq_len: int = 512  # longest context the RoPE tables cover
     rope_theta: float = 10000.0
     # "llama3": Llama 3.1's long-context RoPE, which slows the low frequencies by rope_factor and blends
     # the middle ones (as transformers' rope_type "llama3"); "none": plain RoPE.
@@ -68,15 +69,15 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    seq_len: int = 256
-    micro_batch_size: int = 16  # sequences per forward/backward on one data-parallel rank
+    seq_len: int = 512
+    micro_batch_size: int = 8  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
     max_steps: int = 500
     precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"
     compile: bool = False  # torch.compile each block
     activation_checkpointing: bool = False
     eval_every: int = 50
-    eval_batches: int = 4
+    eval_batches: int = 4  # the validation set, in global batches of windows (or conversations)
     log_every: int = 10
     save_every: int = 250
     keep_checkpoints: int = 2
@@ -212,15 +213,18 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             if str(value).lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError
+        if typ in (int, float) and isinstance(value, bool):
+            raise ValueError  # YAML's `lr: true` is a bool, which Python would take as the number 1
         if typ is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
             as_float = float(value)  # accepts 1e6 and 8_192 alike
-            if not as_float.is_integer():
+            if not as_float.is_integer():  # nan and inf included
                 raise ValueError
             return int(as_float)
         if typ is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ScratchError(f"config key '{key}' wants a finite number, got {value!r}")
+            return number
         if typ is str:
             return "" if value is None else str(value)
     except (TypeError, ValueError):
@@ -267,20 +271,31 @@ def preset(name: str) -> Config:
     return cfg
 
 
+def read_tree(config_file: str | Path) -> dict[str, Any]:
+    """A config file's mapping of sections, or one line saying why the file is not one."""
+    path = Path(config_file)
+    if path.is_dir():
+        raise ScratchError(f"config file {path} is a folder; give a YAML file such as RUN_DIR/config.yaml")
+    if not path.is_file():
+        raise ScratchError(f"config file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScratchError(f"config file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                           "a config is a YAML file, saved as UTF-8") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ScratchError(f"config file {path} must hold a mapping of sections")
+    return tree
+
+
 def load_config(preset_name: str | None = None, config_file: str | Path | None = None,
                 overrides: dict[str, Any] | None = None, skip_sections: tuple[str, ...] = ()) -> Config:
     """Resolve a config: preset (default tiny, or the one named in the file), then the file, then overrides."""
-    tree: dict[str, Any] = {}
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ScratchError(f"config file {path} does not exist")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise ScratchError(f"config file {path} must hold a mapping of sections")
+    tree = read_tree(config_file) if config_file else {}
     cfg = preset(preset_name or tree.get("preset") or "tiny")
     apply_dict(cfg, {k: v for k, v in tree.items() if k not in skip_sections}, str(config_file))
     for key, value in (overrides or {}).items():
@@ -326,12 +341,11 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ScratchError(message)
-    tokens_per_micro = t.micro_batch_size * t.seq_len
-    if t.global_batch_tokens < tokens_per_micro or t.global_batch_tokens % tokens_per_micro:
-        nearest = max(1, round(t.global_batch_tokens / tokens_per_micro)) * tokens_per_micro
-        raise ScratchError(
-            f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of micro_batch_size x "
-            f"seq_len = {tokens_per_micro}; use {nearest}")
+    # Whole sequences per step; how they split into ranks and micro-batches is the launch's business.
+    if t.global_batch_tokens < t.seq_len or t.global_batch_tokens % t.seq_len:
+        nearest = max(1, round(t.global_batch_tokens / t.seq_len)) * t.seq_len
+        raise ScratchError(f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of "
+                           f"train.seq_len {t.seq_len}; use {nearest}")
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

@@ -17,13 +17,17 @@ from pathlib import Path
 
 import torch
 
+from scratchlm import atomic
 from scratchlm.config import Config, load_config
 from scratchlm.errors import ScratchError
-from scratchlm.model import Transformer, build_model
+from scratchlm.hardware import check_memory
+from scratchlm.model import Transformer, build_model, num_params
 from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer
 from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weights
 
 CONFIG_FILE = "config.yaml"
+# What fixes the stream of training examples: resuming with another value would skip or repeat data.
+RESUME_KEYS = ("train.seq_len", "train.global_batch_tokens", "train.seed", "data.source", "data.seed")
 SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 
@@ -42,10 +46,16 @@ def _first_difference(a: object, b: object) -> str:
 
 
 def load_tokenizer(run_dir: Path) -> BPETokenizer:
-    """The run's tokenizer, with the bos/eos/pad roles an imported model brought, if any."""
-    roles_file = Path(run_dir) / SPECIAL_TOKENS_FILE
-    roles = json.loads(roles_file.read_text()) if roles_file.is_file() else None
-    return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, roles)
+    """The run's tokenizer, with the conventions an imported model brought, if any: its bos/eos/pad
+    tokens, whether a prompt starts with bos, and every id that ends a sequence."""
+    conventions_file = Path(run_dir) / SPECIAL_TOKENS_FILE
+    conventions = None
+    if conventions_file.is_file():
+        try:
+            conventions = json.loads(conventions_file.read_text())
+        except ValueError as exc:
+            raise ScratchError(f"{conventions_file} is not valid JSON ({exc}); import the model again") from None
+    return BPETokenizer.load(Path(run_dir) / TOKENIZER_FILE, conventions)
 
 
 def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = True) -> Path | None:
@@ -55,8 +65,13 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     Returns the checkpoint to resume from, or None to start from step 0.
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ScratchError(f"--out {run_dir} is a file, not a run directory; choose another --out")
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
+        if resume:  # a typo in --out must not silently start a new run
+            where = "does not exist" if not run_dir.exists() else "holds no checkpoint"
+            raise ScratchError(f"--resume: {run_dir} {where}; drop --resume to start a new run there")
         return None
     stored = read_config(run_dir)
     # The vocabulary comes from the tokenizer, which start_run compares once it is known.
@@ -67,6 +82,12 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     if not resume:
         raise ScratchError(f"{run_dir} already holds checkpoints (latest: {ckpt.name}); pass --resume to "
                            "continue it, or choose another --out")
+    for key in RESUME_KEYS:  # any of these changes which data each step sees
+        section, name = key.split(".")
+        then, now = getattr(getattr(stored, section), name), getattr(getattr(cfg, section), name)
+        if then != now:
+            raise ScratchError(f"--resume with {key} {now}, but {run_dir} was trained with {then}: the data "
+                               f"stream would jump or repeat; resume with --{key} {then}, or start a new run elsewhere")
     if not is_sharded(ckpt) and not (ckpt / "optimizer.pt").is_file():
         raise ScratchError(f"{ckpt} holds weights only (an imported model), not a training state to resume; "
                            "train into another --out")
@@ -77,9 +98,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
 
 
 def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None, write: bool = True) -> None:
-    """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json
-    (unless write is False: the other ranks of a torchrun job only check)."""
+    """Refuse a checkpoint trained with another tokenizer, or a run directory that cannot be written, then
+    write config.yaml and tokenizer.json (unless write is False: the other ranks of a torchrun job only check)."""
     run_dir = Path(run_dir)
+    atomic.check_output_dir(run_dir, "--out")
     if ckpt is not None:
         stored_tok = load_tokenizer(run_dir)
         if stored_tok.fingerprint() != tokenizer.fingerprint():
@@ -107,6 +129,10 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
              ) -> tuple[Config, BPETokenizer, Transformer]:
     """The config, tokenizer and latest weights of a run, ready for inference."""
     cfg, tokenizer, ckpt = open_run(run_dir)
+    device = torch.device(device)
+    check_memory(num_params(cfg.model) * torch.get_default_dtype().itemsize, device,
+                 f"the model of {run_dir} ({num_params(cfg.model) / 1e9:.2f}B parameters)",
+                 "run it on a machine or GPU with more memory")
     model = build_model(cfg.model, device)
     load_weights(model, ckpt)
     return cfg, tokenizer, model.eval()

@@ -1,4 +1,4 @@
-"""Tests for the embedded corpus: reproducibility, split disjointness, GSM8K format, variety, files."""
+"""Tests for the embedded corpus: reproducibility, split disjointness, GSM8K format, variety, files, conversations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import json
 import re
-import time
 from fractions import Fraction
 
 import pytest
@@ -15,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchlm.data import corpus
+from scratchlm.data.corpus import dialogue, plots
+from scratchlm.data.corpus.stories import Story, story_stream
 
 ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>(\S*)")
 FINAL_LINE = re.compile(r"^#### -?\d+$")
@@ -259,8 +260,191 @@ def test_write_jsonl_round_trip(tmp_path, kind: str) -> None:
         assert records == [{"text": text} for text in source("validation", 25, seed=3)]
 
 
-def test_generation_is_fast() -> None:
-    # The real target is 50,000 documents in 10 s; a tenth of that with a wide margin keeps this test stable.
-    start = time.perf_counter()
-    assert sum(1 for _ in corpus.documents("train", 5000, seed=9)) == 5000
-    assert time.perf_counter() - start < 5.0
+# --------------------------------------------------------------------------------------------------
+# Conversations and story requests
+# --------------------------------------------------------------------------------------------------
+
+CONVERSATIONS_N = {"train": 600, "validation": 300, "heldout": 300}
+ROLES = {"system", "user", "assistant"}
+# A follow-up that points back past another task starts with one of these.
+BACK_REFERENCES = ("Going back to the", "About the")
+
+
+@pytest.fixture(scope="module")
+def split_conversations() -> dict[str, list[list[dict[str, str]]]]:
+    return {split: list(corpus.conversations(split, n, seed=2)) for split, n in CONVERSATIONS_N.items()}
+
+
+def story_facts(split: str, seed: int, n: int) -> dict[str, Story]:
+    """The facts of each story of the split, by its text (the private stream keeps them)."""
+    return {story.text: story for story in itertools.islice(story_stream(split, seed), n)}
+
+
+def tasks_and_follow_ups(conversation: list[dict[str, str]]):
+    """Splits a conversation into its tasks (a math problem or a story request, with the reply) and its
+    follow-up exchanges. A math reply ends with the #### line; a story reply is several paragraphs."""
+    turns = [m for m in conversation if m["role"] != "system"]
+    tasks, follow_ups = [], []
+    for ask, reply in zip(turns[::2], turns[1::2], strict=True):
+        assert (ask["role"], reply["role"]) == ("user", "assistant"), conversation
+        if FINAL_LINE.match(reply["content"].split("\n")[-1]):
+            tasks.append(("math", ask["content"], reply["content"]))
+        elif "\n\n" in reply["content"]:
+            tasks.append(("story", ask["content"], reply["content"]))
+        else:
+            follow_ups.append((ask["content"], reply["content"]))
+    return tasks, follow_ups
+
+
+def test_conversations_same_arguments_same_output_and_prefixes_nest() -> None:
+    for make in (corpus.conversations, corpus.story_requests):
+        assert list(make("validation", 40, seed=3)) == list(make("validation", 40, seed=3))
+        assert list(make("validation", 40, seed=3)) != list(make("validation", 40, seed=4))
+        assert list(make("train", 15, seed=3)) == list(make("train", 60, seed=3))[:15]
+    assert list(corpus.conversations("heldout", 0)) == []
+    with pytest.raises(ValueError, match="train, validation, heldout"):
+        corpus.conversations("test", 1)
+    with pytest.raises(ValueError):
+        corpus.story_requests("train", -1)
+
+
+def test_conversation_shape(split_conversations) -> None:
+    conversations = split_conversations["train"]
+    for conversation in conversations:
+        assert {m.keys() == {"role", "content"} for m in conversation} == {True}
+        assert {m["role"] for m in conversation} <= ROLES
+        assert all(m["content"].strip() for m in conversation)
+        assert all(m["role"] != "system" for m in conversation[1:])
+        assert conversation[-1]["role"] == "assistant"
+        tasks, _ = tasks_and_follow_ups(conversation)
+        assert 1 <= len(tasks) <= 2
+    kinds = [tasks_and_follow_ups(c)[0][0][0] for c in conversations]
+    turns = [sum(m["role"] == "user" for m in c) for c in conversations]
+    system = sum(c[0]["role"] == "system" for c in conversations) / len(conversations)
+    assert 0.35 < kinds.count("math") / len(kinds) < 0.7
+    assert 0.25 < kinds.count("story") / len(kinds) < 0.6
+    assert 0.2 < system < 0.4  # sometimes a system prompt
+    assert 0.3 < sum(t > 1 for t in turns) / len(turns) < 0.8  # many are multi-turn
+    assert max(turns) >= 4
+
+
+def test_math_replies_are_the_corpus_solutions_in_gsm8k_format(split_conversations) -> None:
+    for split, conversations in split_conversations.items():
+        asked = [task for c in conversations for task in tasks_and_follow_ups(c)[0] if task[0] == "math"]
+        problems = list(corpus.math_problems(split, len(asked), seed=2))
+        for (_, ask, reply), problem in zip(asked, problems, strict=True):
+            assert problem["question"] in ask
+            # The reply is the corpus's solution, after at most a one-line lead-in.
+            assert reply == problem["answer"] or reply.split("\n", 1)[1] == problem["answer"]
+            final = reply.split("\n")[-1]
+            assert FINAL_LINE.match(final) and final == problem["answer"].split("\n")[-1]
+            check_gsm8k(problem)
+    # So the held-out conversations ask, in order, the questions of math_problems("heldout", ...): the ones
+    # an evaluation asks of the base model and of the fine-tuned one.
+
+
+def test_stories_are_the_corpus_stories_of_the_split(split_conversations) -> None:
+    for split, conversations in split_conversations.items():
+        told = [reply for c in conversations for kind, _, reply in tasks_and_follow_ups(c)[0] if kind == "story"]
+        assert told == list(corpus.stories(split, len(told), seed=2))
+
+
+def question_of(ask: str) -> str:
+    """The corpus question inside a user turn, whichever way the turn asked it."""
+    for template in sorted(dialogue._MATH_ASKS, key=len, reverse=True) + ["{question}"]:
+        prefix, suffix = template.split("{question}")
+        if ask.startswith(prefix) and ask.endswith(suffix):
+            return ask[len(prefix): len(ask) - len(suffix)]
+    raise AssertionError(ask)
+
+
+def test_every_conversation_item_hashes_to_its_split(split_conversations) -> None:
+    # This is why a conversation never holds another split's question or story: it is built from items of
+    # its own split, and the split of an item is a function of its text.
+    for split, conversations in split_conversations.items():
+        for conversation in conversations:
+            for kind, ask, reply in tasks_and_follow_ups(conversation)[0]:
+                text = reply if kind == "story" else question_of(ask)
+                assert corpus._split_of(hashlib.sha256(text.encode()).digest()) == split
+
+
+def test_no_train_or_validation_conversation_holds_a_heldout_item(split_conversations) -> None:
+    heldout_questions = [p["question"] for p in corpus.math_problems("heldout", 2000, seed=2)]
+    heldout_stories = set(corpus.stories("heldout", 1000, seed=2))
+    heldout_asks = [m["content"] for c in split_conversations["heldout"] for m in c if m["role"] == "user"]
+    assert sum(any(q in ask for q in heldout_questions) for ask in heldout_asks) > 100  # the check can see them
+    for split in ("train", "validation"):
+        for conversation in split_conversations[split]:
+            for message in conversation:
+                assert message["content"] not in heldout_stories
+                if message["role"] == "user":
+                    assert not any(q in message["content"] for q in heldout_questions), message
+
+
+def event_literals() -> set[str]:
+    """The words that event templates write themselves; the rest of an event comes from the story."""
+    templates = [plot.event for plot in plots.PLOTS] + [fear[0] for fear in plots._FEARS]
+    return {word for template in templates for word in words(re.sub(r"\{[^}]*\}", " ", template))}
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def test_story_requests_name_character_place_and_event_that_the_story_keeps() -> None:
+    literals = event_literals() | {"he", "she", "him", "her", "his"}
+    requests = list(corpus.story_requests("heldout", 300, seed=5))
+    assert [r.story.text for r in requests] == list(corpus.stories("heldout", 300, seed=5))
+    assert len({r.request for r in requests}) == len(requests)
+    for request in requests:
+        story = request.story
+        assert request.name == story.name
+        for fact in (story.name, story.place, story.event):
+            assert fact in request.request, (fact, request.request)
+        text = story.text.lower()
+        for fact in (story.name, story.character, story.place, story.friend):
+            assert fact.lower() in text, (fact, story.text)
+        # Every word of the event that the template did not write comes from the story itself.
+        assert set(words(story.event)) - literals <= set(words(text)), (story.event, story.text)
+
+
+def test_follow_up_answers_are_right(split_conversations) -> None:
+    facts = story_facts("train", 2, 2000)
+    checked = 0
+    for conversation in split_conversations["train"]:
+        tasks, follow_ups = tasks_and_follow_ups(conversation)
+        for asked, answer in follow_ups:
+            kind, _, reply = tasks[0] if asked.startswith(BACK_REFERENCES) else tasks[-1]
+            question = asked.split(": ", 1)[-1].lower()  # without the words that point back
+            if kind == "math":
+                lines = reply.split("\n")
+                final = lines[-1].removeprefix("#### ")
+                steps = [line for line in lines[:-1] if ANNOTATION.search(line)]
+                if question.startswith("what was the first step"):
+                    assert answer.endswith(steps[0])
+                elif question.startswith("how many steps"):
+                    assert answer == f"It took {len(steps)} steps."
+                else:
+                    assert re.findall(r"-?\d+", answer) == [final], (question, answer)
+            else:
+                story = facts[reply]
+                if question.startswith("what was the name of"):
+                    assert story.name.lower() in question and story.friend in answer
+                elif question.startswith("where"):
+                    assert story.name.lower() in question and answer == f"{story.name} lived {story.place}."
+                elif question.startswith("what happened"):
+                    assert story.name.lower() in question
+                    assert answer == story.event[0].upper() + story.event[1:] + "."
+                else:
+                    assert question.startswith("who")
+                    assert answer == f"The story was about {story.name}, {story.character}."
+            checked += 1
+    assert checked > 200
+
+
+def test_write_jsonl_conversations(tmp_path) -> None:
+    path = tmp_path / "chat.jsonl"
+    assert "conversations" in corpus.KINDS
+    assert corpus.write_jsonl(path, "validation", 20, seed=1, kind="conversations") == 20
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert records == [{"messages": c} for c in corpus.conversations("validation", 20, seed=1)]

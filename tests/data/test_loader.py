@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from scratchlm.data.loader import TokenWindows, TrainBatches, validation_batches
+from scratchlm.data.loader import TokenWindows, TrainBatches, validation_windows
 from scratchlm.data.prepare import Prepared, load_prepared
 from scratchlm.errors import ScratchError
+from scratchlm.train.stage import IGNORE, shard_validation
 
 SEQ = 8
 BASE = 10_000  # shard k holds BASE * (k + 1) + arange(len)
@@ -63,6 +64,10 @@ def rows(inputs: torch.Tensor, targets: torch.Tensor) -> list[tuple[int, ...]]:
 # --------------------------------------------------------------------------------------------------
 
 
+def xy(batch):
+    return batch["inputs"], batch["targets"]
+
+
 @pytest.mark.parametrize("dtype", ["uint16", "uint32"])
 def test_windows_cover_each_shard_and_never_straddle(tmp_path, dtype):
     p = make_prepared(tmp_path, {"train": TRAIN_SHARDS[:3]}, dtype)
@@ -77,7 +82,7 @@ def test_windows_cover_each_shard_and_never_straddle(tmp_path, dtype):
 def test_inputs_and_targets_are_shifted_by_one(prepared):
     batches = TrainBatches(prepared, SEQ, global_batch=6, seed=1)
     for step in range(4):
-        inputs, targets = batches.batch_for(step)
+        inputs, targets = xy(batches.batch_for(step))
         assert inputs.shape == targets.shape == (6, SEQ)
         assert inputs.dtype == targets.dtype == torch.int64
         assert torch.equal(inputs[:, 1:], targets[:, :-1])
@@ -94,10 +99,10 @@ def test_inputs_and_targets_are_shifted_by_one(prepared):
 def test_batch_for_depends_only_on_step(prepared):
     steps = [0, 1, 2, 5, 9, 3, 40, 1]
     forward = TrainBatches(prepared, SEQ, global_batch=4, seed=7)
-    first = {s: forward.batch_for(s) for s in steps}
+    first = {s: xy(forward.batch_for(s)) for s in steps}
     backward = TrainBatches(prepared, SEQ, global_batch=4, seed=7)
     for s in reversed(steps):  # another instance, another order of asking: the same batches
-        x, y = backward.batch_for(s)
+        x, y = xy(backward.batch_for(s))
         assert torch.equal(x, first[s][0]) and torch.equal(y, first[s][1])
     assert not torch.equal(first[0][0], first[1][0])
 
@@ -105,7 +110,7 @@ def test_batch_for_depends_only_on_step(prepared):
 def test_seed_changes_the_order(prepared):
     a = TrainBatches(prepared, SEQ, global_batch=4, seed=0)
     b = TrainBatches(prepared, SEQ, global_batch=4, seed=1)
-    assert any(not torch.equal(a.batch_for(s)[0], b.batch_for(s)[0]) for s in range(5))
+    assert any(not torch.equal(a.batch_for(s)["inputs"], b.batch_for(s)["inputs"]) for s in range(5))
 
 
 @pytest.mark.parametrize("dp_size", [2, 4])
@@ -113,8 +118,8 @@ def test_data_parallel_slices_concatenate_to_the_single_rank_batch(prepared, dp_
     single = TrainBatches(prepared, SEQ, global_batch=8, seed=3)
     ranks = [TrainBatches(prepared, SEQ, global_batch=8, dp_rank=r, dp_size=dp_size, seed=3) for r in range(dp_size)]
     for step in [0, 1, 2, 3, 7, 11]:  # 18 windows, 8 per step: steps 2, 4, 6 ... straddle an epoch boundary
-        x, y = single.batch_for(step)
-        parts = [rank.batch_for(step) for rank in ranks]
+        x, y = xy(single.batch_for(step))
+        parts = [xy(rank.batch_for(step)) for rank in ranks]
         assert all(px.shape == (8 // dp_size, SEQ) for px, _ in parts)
         assert torch.equal(torch.cat([px for px, _ in parts]), x)
         assert torch.equal(torch.cat([py for _, py in parts]), y)
@@ -128,7 +133,7 @@ def test_every_window_once_per_epoch(prepared):
     seen: list[tuple[int, ...]] = []
     step = 0
     while len(seen) < 3 * n:
-        seen += rows(*batches.batch_for(step))
+        seen += rows(*xy(batches.batch_for(step)))
         step += 1
     epochs = [seen[e * n:(e + 1) * n] for e in range(3)]
     for epoch in epochs:
@@ -150,13 +155,13 @@ def test_split_shorter_than_one_window_raises(tmp_path, lengths):
         TrainBatches(p, SEQ, global_batch=2)
     assert "train" in str(err.value)
     with pytest.raises(ScratchError, match="seq_len"):
-        validation_batches(p, SEQ, batch=2, n_batches=1)
+        validation_windows(p, SEQ, 2)
 
 
 def test_exactly_one_window_is_enough(tmp_path):
     p = make_prepared(tmp_path, {"train": [SEQ + 1]})
     batches = TrainBatches(p, SEQ, global_batch=3)
-    x, y = batches.batch_for(4)
+    x, y = xy(batches.batch_for(4))
     assert rows(x, y) == expected_windows([SEQ + 1]) * 3
 
 
@@ -165,40 +170,34 @@ def test_exactly_one_window_is_enough(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_validation_batches_are_fixed(prepared):
-    a = validation_batches(prepared, SEQ, batch=3, n_batches=4)
-    b = validation_batches(prepared, SEQ, batch=3, n_batches=4)
-    assert len(a) == len(b) == 4
-    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-        assert xa.shape == (3, SEQ)
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-        assert torch.equal(xa[:, 1:], ya[:, :-1])
-    got = [r for x, y in a for r in rows(x, y)]
+def test_validation_windows_are_fixed_and_spread(prepared):
+    a, b = validation_windows(prepared, SEQ, 12), validation_windows(prepared, SEQ, 12)
+    assert a["inputs"].shape == (12, SEQ)
+    assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["targets"], b["targets"])
+    assert torch.equal(a["inputs"][:, 1:], a["targets"][:, :-1])
+    got = rows(*xy(a))
     assert len(set(got)) == len(got)  # no window twice
     assert set(got) <= set(expected_windows(VAL_SHARDS))
-    # Spread over the split: both validation shards are sampled.
-    assert {r[0] // BASE for r in got} == {1, 2}
+    assert {r[0] // BASE for r in got} == {1, 2}  # spread over the split: both validation shards are sampled
 
 
 def test_validation_never_repeats_when_asked_for_more_than_exists(prepared):
-    n = len(expected_windows(VAL_SHARDS))
-    got = [r for x, y in validation_batches(prepared, SEQ, batch=4, n_batches=100) for r in rows(x, y)]
+    got = rows(*xy(validation_windows(prepared, SEQ, 1000)))
     assert sorted(got) == sorted(expected_windows(VAL_SHARDS))
-    assert len(got) == n
 
 
-@pytest.mark.parametrize("dp_size", [2, 3])
-def test_validation_ranks_share_the_single_rank_set(prepared, dp_size):
-    single = validation_batches(prepared, SEQ, batch=2 * dp_size, n_batches=2)
-    per_rank = [validation_batches(prepared, SEQ, batch=2, n_batches=2, dp_rank=r, dp_size=dp_size)
-                for r in range(dp_size)]
-    mine = [{r for x, y in batches for r in rows(x, y)} for batches in per_rank]
-    assert sum(len(m) for m in mine) == len(set().union(*mine))  # ranks do not overlap
-    assert set().union(*mine) == {r for x, y in single for r in rows(x, y)}
-
-
-def test_validation_ranks_get_the_same_number_of_batches(prepared):
-    n = len(expected_windows(VAL_SHARDS))  # 17 windows: not a multiple of 4
-    per_rank = [validation_batches(prepared, SEQ, batch=2, n_batches=10, dp_rank=r, dp_size=4) for r in range(4)]
-    assert 2 * 10 * 4 > n
+@pytest.mark.parametrize("dp_size,batch_rows", [(1, 4), (2, 3), (3, 2), (4, 2)])
+def test_validation_shares_are_the_same_set_on_every_layout(prepared, dp_size, batch_rows):
+    """Ranks split the one set: their trained rows together are exactly it, whatever the layout, and every
+    rank gets as many batches of one shape (padding rows are never trained)."""
+    full = validation_windows(prepared, SEQ, 1000)  # 17 windows: not a multiple of 2, 3 or 4
+    per_rank = [shard_validation(full, r, dp_size, batch_rows) for r in range(dp_size)]
     assert len({len(batches) for batches in per_rank}) == 1
+    trained = []
+    for batches in per_rank:
+        for batch in batches:
+            assert batch["inputs"].shape == (batch_rows, SEQ)
+            keep = (batch["targets"] != IGNORE).all(dim=1)
+            assert torch.equal(keep, (batch["targets"] != IGNORE).any(dim=1))  # a row is all real or all padding
+            trained += rows(batch["inputs"][keep], batch["targets"][keep])
+    assert sorted(trained) == sorted(rows(*xy(full)))

@@ -27,7 +27,7 @@ from scratchlm.infer.generate import stop_ids
 from scratchlm.interop.hf import CHAT_TEMPLATE_FILE, export_hf, import_hf
 from scratchlm.model import Transformer
 from scratchlm.run import load_run
-from scratchlm.tokenizer import ASSISTANT, BOS, END_OF_TURN, SYSTEM, USER, new_bpe
+from scratchlm.tokenizer import new_bpe
 
 from conftest import FAST, ROOT, WORDS, run_cli, write_jsonl
 
@@ -232,19 +232,6 @@ def test_exported_tokenizer_gives_our_ids(exported_tokenizers, text):
 def exported_tokenizers(trained):
     run, out = trained
     return load_run(run)[1], transformers.AutoTokenizer.from_pretrained(out)
-
-
-def test_exported_chat_template(exported_tokenizers):
-    ours, theirs = exported_tokenizers
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi, Tom!"},
-            {"role": "assistant", "content": "Hello.\n"}, {"role": "user", "content": "3 apples?"}]
-    rendered = theirs.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    assert rendered == (f"{BOS}{SYSTEM}Be brief.{END_OF_TURN}{USER}Hi, Tom!{END_OF_TURN}"
-                        f"{ASSISTANT}Hello.\n{END_OF_TURN}{USER}3 apples?{END_OF_TURN}{ASSISTANT}")
-    ids = theirs.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
-    assert ids == ours.encode(rendered)
-    with pytest.raises(Exception, match="chat roles are system, user and assistant"):
-        theirs.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
 
 
 def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -16,7 +16,8 @@ from scratchlm.config import Config, ModelConfig, ParallelConfig, TrainConfig
 from scratchlm.parallel.build import build_parallel_model
 from scratchlm.parallel.world import MESH_DIMS, ParallelDims, World
 from scratchlm.train.optim import build_optimizer
-from scratchlm.train.trainer import clip_grad_norm, token_loss
+from scratchlm.train.stage import token_loss_sum
+from scratchlm.train.trainer import clip_grad_norm
 
 # Sizes that do not divide evenly, so the planner's chunk arithmetic is tested too.
 MODEL = ModelConfig(vocab_size=301, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, ffn_hidden_dim=100, max_seq_len=32,
@@ -39,15 +40,15 @@ def main(out: Path, layouts: list[str]) -> None:
                                                     precision="fp32"),
                      parallel=ParallelConfig(pp=pp, dp_replicate=dp_replicate, dp_shard=dp_shard, tp=tp,
                                              pp_microbatches=2))
-        model, pipeline = build_parallel_model(cfg, world, token_loss)
+        model, pipeline = build_parallel_model(cfg, world, token_loss_sum)
         optimizer = build_optimizer(model, cfg.optim)
         gen = torch.Generator().manual_seed(world.dp_rank)
         x = torch.randint(0, MODEL.vocab_size, (8 // dims.dp, 16), generator=gen)
         y = torch.randint(0, MODEL.vocab_size, (8 // dims.dp, 16), generator=gen)
         if pipeline is not None:
-            pipeline.step(x, y)
+            pipeline.step(x, y, 1.0)
         else:
-            token_loss(model(x), y).backward()
+            token_loss_sum(model(x), y).backward()
         params = [p for p in model.parameters()]
         clip_grad_norm(params, 1.0, world)
         optimizer.step()

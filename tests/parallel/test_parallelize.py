@@ -6,14 +6,14 @@ import torch
 
 from scratchlm.model import build_model
 from scratchlm.parallel.parallelize import apply_activation_checkpointing, apply_compile
-from scratchlm.train.trainer import next_token_loss
+from scratchlm.train.stage import token_loss_sum
 
 from conftest import small_model_config
 
 
 def loss_and_grads(model, tokens):
     model.zero_grad(set_to_none=True)
-    loss = next_token_loss(model, tokens[:, :-1], tokens[:, 1:])
+    loss = token_loss_sum(model(tokens[:, :-1]), tokens[:, 1:]) / tokens[:, 1:].numel()
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 

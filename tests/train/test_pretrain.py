@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import FAST, run_cli, write_jsonl
 
@@ -68,9 +70,41 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus_jsonl):
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert kept and all(not name.endswith(".tmp") for name in kept)
     last = json.loads((run / "checkpoints" / kept[-1] / "state.json").read_text())["step"]
-    logged = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert last < 6  # it stopped early
-    assert all(loss == loss for loss in logged[:last])  # every step up to the kept checkpoint was finite
+    for name in kept:  # what a resume would load: finite weights in every checkpoint kept
+        weights = load_file(run / "checkpoints" / name / "model.safetensors")
+        assert all(torch.isfinite(w).all() for w in weights.values()), name
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--train.seq_len", "16"], "train.seq_len 16"),
+    (["--train.global_batch_tokens", "512"], "train.global_batch_tokens 512"),
+    (["--train.seed", "7"], "train.seed 7"),
+])
+def test_resume_refuses_another_data_stream(trained, change, message):
+    before = tree_digest(trained / "checkpoints")
+    proc = run_cli("pretrain", "--out", str(trained), "--max-steps", "9", "--resume", *FAST, *change, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "data stream" in proc.stderr, proc.stderr
+    assert tree_digest(trained / "checkpoints") == before
+
+
+@pytest.mark.parametrize("setup,where", [(False, "does not exist"), (True, "holds no checkpoint")])
+def test_resume_of_nothing_is_an_error_not_a_new_run(tmp_path, corpus_jsonl, setup, where):
+    run = tmp_path / "typo"
+    if setup:
+        run.mkdir()
+    proc = run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "2", "--resume", *FAST,
+                   check=False)
+    assert proc.returncode == 2 and where in proc.stderr and "drop --resume" in proc.stderr, proc.stderr
+    assert not (run / "checkpoints").exists()
+
+
+def test_model_vocab_that_disagrees_with_the_tokenizer_is_refused(tmp_path, corpus_jsonl):
+    proc = run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(tmp_path / "r"), "--max-steps", "2", *FAST,
+                   "--model.vocab_size", "999", check=False)
+    assert proc.returncode == 2 and "model.vocab_size 999 disagrees" in proc.stderr
+    assert "--data.vocab_size" in proc.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -78,7 +112,7 @@ def test_divergence_stops_with_last_good_checkpoint(tmp_path, corpus_jsonl):
     (["--optim.lrr", "1e-3"], "did you mean 'optim.lr'"),
     (["--optim.lr", "0"], "optim.lr must be positive"),
     (["--optim.lr", "-3e-4"], "optim.lr must be positive"),
-    (["--train.global_batch_tokens", "1000"], "not a positive multiple"),
+    (["--train.global_batch_tokens", "1000"], "not a positive multiple of train.seq_len"),
     (["--model.n_heads", "3"], "not divisible"),
     (["--model.n_kv_heads", "3"], "must divide"),
     (["--data.dtype", "uint16", "--data.vocab_size", "70000"], "does not fit uint16"),

@@ -17,6 +17,7 @@ import torch
 
 from scratchlm.data.prepare import Prepared
 from scratchlm.errors import ScratchError
+from scratchlm.train.stage import Batch
 
 
 class TokenWindows:
@@ -41,10 +42,10 @@ class TokenWindows:
         offset = (index - int(self.starts[shard])) * self.seq_len
         return np.asarray(self.shards[shard][offset:offset + self.seq_len + 1], dtype=np.int64)
 
-    def batch(self, indices: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, indices: list[int] | np.ndarray) -> Batch:
         """-> inputs, targets: (len(indices), seq_len) int64 tensors."""
         rows = torch.from_numpy(np.stack([self.window(int(i)) for i in indices]))
-        return rows[:, :-1], rows[:, 1:]
+        return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
 
 
 class TrainBatches:
@@ -70,23 +71,20 @@ class TrainBatches:
         epochs, within = np.divmod(flat, self.windows.count)
         return np.array([self._order(int(e))[w] for e, w in zip(epochs, within, strict=True)])
 
-    def batch_for(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_for(self, step: int) -> Batch:
         return self.windows.batch(self.indices(step))
+
+    def log_values(self, step: int) -> dict[str, float]:
+        return {}  # every token of a window is trained: nothing beyond the loss to report
 
     def epoch_of(self, step: int) -> float:
         return step * self.global_batch / self.windows.count
 
 
-def validation_batches(prepared: Prepared, seq_len: int, batch: int, n_batches: int, dp_rank: int = 0,
-                       dp_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A fixed set of validation windows, spread evenly over the split, so every evaluation and every
-    run sees the same ones; each data-parallel rank gets its own share."""
+def validation_windows(prepared: Prepared, seq_len: int, n: int) -> Batch:
+    """The validation set: n windows spread evenly over the validation split (all of them when it holds
+    fewer). A function of the data alone, so every evaluation, run and parallel layout sees the same
+    ones (scratchlm.train.stage.shard_validation deals them out to data-parallel ranks)."""
     windows = TokenWindows(prepared, "validation", seq_len)
-    if windows.count < dp_size:
-        raise ScratchError(f"the validation split has {windows.count} windows, fewer than the {dp_size} "
-                           "data-parallel ranks; use more data or a shorter --train.seq_len")
-    # Every rank gets the same number of windows, so per-batch collectives line up across ranks.
-    total = min(batch * n_batches, windows.count // dp_size) * dp_size
-    chosen = np.linspace(0, windows.count - 1, total).astype(np.int64)
-    mine = chosen[dp_rank::dp_size]
-    return [windows.batch(mine[i:i + batch]) for i in range(0, len(mine), batch)]
+    chosen = np.unique(np.linspace(0, windows.count - 1, min(n, windows.count)).astype(np.int64))
+    return windows.batch(chosen)

@@ -8,25 +8,19 @@ permuted, scaled or changed. Export keeps the checkpoint's dtype unless asked fo
 lm-evaluation-harness load with no extra code:
 
     config.json               LlamaForCausalLM: shapes, rope_theta (+ rope_scaling), rms_norm_eps, ids, torch_dtype
-    generation_config.json    bos, eos, pad ids; generation stops where `scratchlm generate` stops
+    generation_config.json    bos and pad ids; eos_token_id: every id that ends generation (chat.generation_stop_ids)
     model.safetensors         or model-0000k-of-0000n.safetensors + model.safetensors.index.json above --max-shard-size
     tokenizer.json            the run's BPE, with a post-processor that prepends bos as our training documents do
-    tokenizer_config.json     bos/eos/pad tokens and the chat template
-
-Chat format (CHAT_TEMPLATE; the one way a conversation becomes text for a scratchlm model):
-
-    <|bos|><|system|>You are terse.<|end|><|user|>Hi!<|end|><|assistant|>Hello.<|end|>
-
-A conversation starts with bos; each message is its role token, its content verbatim (nothing
-added: no space, no newline), then <|end|>. A generation prompt ends with <|assistant|>, and the
-assistant's turn is over when it emits <|end|>. Any role but system, user and assistant is an error.
+    tokenizer_config.json     bos/eos/pad tokens and the chat template (scratchlm.chat: ours, or an imported one)
 
 `scratchlm import-hf SOURCE OUT_RUN_DIR` turns a Llama-architecture checkpoint (a local directory,
 or a hub id fetched with huggingface_hub) into a run directory whose latest checkpoint is
-step_000000. Its tokenizer keeps its own special tokens: which are bos, eos and pad goes to
-special_tokens.json (scratchlm.run.load_tokenizer), and its chat template, if any, to
-chat_template.jinja. What the Transformer cannot represent (biases, experts, sliding windows, other
-RoPE types or activations) is refused by name before anything is written.
+step_000000. The model keeps its own conventions: special_tokens.json records which tokens are bos,
+eos and pad, whether its tokenizer starts a text with bos, and every end-of-sequence id
+(generation_config.json and config.json eos_token_id, which may be lists: Llama 3 instruct ends a turn
+with <|eot_id|>); its chat template, if any, goes to chat_template.jinja. What the Transformer cannot
+represent (biases, experts, sliding windows, other RoPE types or activations) is refused by name
+before anything is written.
 
 transformers is not imported here: it is an optional extra for users and tests, not for the core.
 """
@@ -47,11 +41,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, processors
 
+from scratchlm import atomic
+from scratchlm.chat import CHAT_TEMPLATE_FILE, find_chat_format, generation_stop_ids
 from scratchlm.config import Config, ModelConfig, validate
 from scratchlm.errors import ScratchError
 from scratchlm.model import Transformer, build_model
 from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, open_run
-from scratchlm.tokenizer import ASSISTANT, END_OF_TURN, NATIVE_ROLES, SYSTEM, USER, BPETokenizer
+from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.checkpoint import is_sharded, load_weights, model_state
 
 # (our name, Hugging Face name); {i} is the layer index.
@@ -87,17 +83,6 @@ def rename(name: str, to_hf: bool) -> str | None:
     return None
 
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    f"{{% if message['role'] == 'system' %}}{SYSTEM}"
-    f"{{% elif message['role'] == 'user' %}}{USER}"
-    f"{{% elif message['role'] == 'assistant' %}}{ASSISTANT}"
-    "{% else %}{{ raise_exception('chat roles are system, user and assistant, not ' + message['role']) }}"
-    f"{{% endif %}}{{{{ message['content'] }}}}{END_OF_TURN}{{% endfor %}}"
-    f"{{% if add_generation_prompt %}}{ASSISTANT}{{% endif %}}"
-)
-
-CHAT_TEMPLATE_FILE = "chat_template.jinja"  # in a run directory: an imported model's own chat template
 IMPORTED_STEP_DIR = "checkpoints/step_000000"
 EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 _SIZE_UNITS = {"": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -131,18 +116,21 @@ def parse_size(text: str) -> int:
 
 @contextmanager
 def _staged_dir(out: Path) -> Iterator[Path]:
-    """A temporary folder beside out, renamed to out when the block succeeds and removed when it
-    fails: a failure never leaves a half-written out, and an existing out is never touched."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """A temporary folder beside out, renamed to out when the block succeeds (flushed to disk first) and
+    removed when it fails: a failure never leaves a half-written out, and an existing out is never touched."""
+    atomic.check_output_dir(out, "output directory")
+    if out.exists() and any(out.iterdir()):
         raise ScratchError(f"{out} already exists and is not empty; choose another output directory")
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        atomic.sync_tree(tmp)
         if out.exists():
             out.rmdir()
         tmp.rename(out)
+        atomic.sync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -285,18 +273,16 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "5
         weights = {k: v.to(EXPORT_DTYPES[dtype]) for k, v in weights.items()}
     out_dtype = weights["tok_embeddings.weight"].dtype
 
-    template_file = run_dir / CHAT_TEMPLATE_FILE
-    # An imported model keeps its own template; ours only fits a tokenizer that has our chat tokens.
-    chat_template = (template_file.read_text() if template_file.is_file()
-                     else CHAT_TEMPLATE if tokenizer.roles == NATIVE_ROLES else None)
+    # An imported model keeps its own template; a base model imported without one gets none.
+    chat = find_chat_format(run_dir, tokenizer)
     config = hf_config(cfg.model, tokenizer, out_dtype)
-    stops = list(dict.fromkeys([tokenizer.eos_id, tokenizer.bos_id]))  # scratchlm.infer.generate.stop_ids
-    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stops, "pad_token_id": config["pad_token_id"]}
+    generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": generation_stop_ids(tokenizer, chat),
+                  "pad_token_id": config["pad_token_id"]}
     with _staged_dir(out_dir) as tmp:
         files = _save_shards({rename(k, to_hf=True): v for k, v in weights.items()}, tmp, max_bytes)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
-        for name, text in _hf_tokenizer_files(tokenizer, cfg.model, chat_template).items():
+        for name, text in _hf_tokenizer_files(tokenizer, cfg.model, chat.template if chat else None).items():
             (tmp / name).write_text(text)
     return {"out": out_dir, "step": ckpt.name, "files": files, "dtype": _dtype_name(out_dtype)}
 
@@ -368,8 +354,33 @@ def _token_content(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _starts_with_bos(tok: Tokenizer, bos: str) -> bool:
+    """Whether the tokenizer's post-processor puts bos before a text, as transformers' tokenizer(text) then
+    does (transformers 5 reads this from tokenizer.json alone, whatever add_bos_token says elsewhere)."""
+    with_specials = tok.encode("x", add_special_tokens=True).ids
+    return with_specials[:1] == [tok.token_to_id(bos)] != tok.encode("x", add_special_tokens=False).ids[:1]
+
+
+def _eos_ids(src: Path, hf: dict[str, Any], tok: Tokenizer, source: str) -> list[int]:
+    """Every end-of-sequence id the model names: generation_config.json's eos_token_id (where transformers'
+    generate stops) and config.json's; each is one id or a list (Llama 3 instruct: <|eot_id|> and more)."""
+    generation = src / "generation_config.json"
+    named = {"generation_config.json": _read_json(generation, source) if generation.is_file() else {},
+             "config.json": hf}
+    ids: list[int] = []
+    for file, fields in named.items():
+        value = fields.get("eos_token_id")
+        for token_id in value if isinstance(value, list) else [] if value is None else [value]:
+            if not isinstance(token_id, int) or isinstance(token_id, bool) or not 0 <= token_id < tok.get_vocab_size():
+                raise ScratchError(f"cannot import {source}: {file} eos_token_id {json.dumps(value)} names "
+                                   f"{token_id!r}, which is not a token of its tokenizer")
+            ids.append(token_id)
+    return ids
+
+
 def _import_tokenizer(src: Path, hf: dict[str, Any], source: str) -> tuple[BPETokenizer, str | None]:
-    """The tokenizer with its bos/eos/pad roles, and its chat template (None if it has none)."""
+    """The tokenizer with its conventions (bos/eos/pad roles, whether a text starts with bos, every
+    end-of-sequence id), and its chat template (None if it has none)."""
     if not (src / "tokenizer.json").is_file():
         raise ScratchError(f"cannot import {source}: it has no tokenizer.json (a fast tokenizer is needed; "
                            "save one with AutoTokenizer.from_pretrained(...).save_pretrained(...))")
@@ -395,7 +406,9 @@ def _import_tokenizer(src: Path, hf: dict[str, Any], source: str) -> tuple[BPETo
         template = next((t["template"] for t in template if t.get("name") == "default"), None)
     if template is None and (src / CHAT_TEMPLATE_FILE).is_file():  # where transformers 5 saves it
         template = (src / CHAT_TEMPLATE_FILE).read_text()
-    return BPETokenizer(tok, roles), template
+    tokenizer = BPETokenizer(tok, roles, add_bos=_starts_with_bos(tok, roles["bos"]),
+                             eos_ids=_eos_ids(src, hf, tok, source))
+    return tokenizer, template
 
 
 def _read_hf_weights(src: Path, cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
@@ -462,7 +475,7 @@ def import_hf(source: str, out_run_dir: str | Path) -> dict[str, Any]:
     with _staged_dir(out) as tmp:
         cfg.save(tmp / CONFIG_FILE)
         tokenizer.save(tmp / TOKENIZER_FILE)
-        (tmp / SPECIAL_TOKENS_FILE).write_text(json.dumps(tokenizer.roles, indent=2))
+        (tmp / SPECIAL_TOKENS_FILE).write_text(json.dumps(tokenizer.conventions(), indent=2))
         if chat_template:
             (tmp / CHAT_TEMPLATE_FILE).write_text(chat_template)
         ckpt = tmp / IMPORTED_STEP_DIR

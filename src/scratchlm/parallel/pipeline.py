@@ -61,7 +61,12 @@ def split_model(cfg: ModelConfig, stage: int, n_stages: int) -> Transformer:
 
 
 class Pipeline:
-    """The schedule for this rank's stages, with the loss of each step on the last stage."""
+    """The schedule for this rank's stages, with the loss of each step on the last stage.
+
+    The loss is a sum over the micro-batch's trained tokens times a scale the trainer sets per step
+    (data-parallel size / trained tokens of the global batch), so the schedule must not average the
+    gradients over micro-batches again (scale_grads=False): the result equals gradient accumulation.
+    """
 
     def __init__(self, parts: list[nn.Module], world: World, schedule: str, n_microbatches: int,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
@@ -71,9 +76,10 @@ class Pipeline:
         stages = [PipelineStage(part, sid, n_stages, world.device, group=group)
                   for part, sid in zip(parts, ids, strict=True)]
         self.has_first, self.has_last = 0 in ids, n_stages - 1 in ids
+        self.scale = 1.0
         cls = SCHEDULE_CLASSES[schedule]
         self.schedule = cls(stages if cls is ScheduleInterleaved1F1B else stages[0], n_microbatches,
-                            loss_fn=loss_fn)
+                            loss_fn=lambda output, target: loss_fn(output, target) * self.scale, scale_grads=False)
         self.device = world.device
 
     def _run(self, run: Callable, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -82,13 +88,15 @@ class Pipeline:
         run(*args, target=targets, losses=losses)
         if not self.has_last:
             return torch.zeros((), device=self.device)
-        return torch.stack([loss.detach() for loss in losses]).mean()
+        return torch.stack([loss.detach() for loss in losses]).sum()
 
-    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Forward and backward of one step's batch in micro-batches; the mean loss on the last stage,
-        zero elsewhere."""
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
+        """Forward and backward of one step's batch in micro-batches; the scaled loss summed over them on the
+        last stage, zero elsewhere."""
+        self.scale = scale
         return self._run(self.schedule.step, inputs, targets)
 
     def eval(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The summed loss of a batch on the last stage, zero elsewhere."""
+        self.scale = 1.0
         return self._run(self.schedule.eval, inputs, targets)
-

@@ -1,29 +1,38 @@
 """The one training loop. A stage is a source of batches and a loss (pretraining: windows of token
-shards and next-token cross-entropy); this loop owns everything else:
+shards; SFT: conversations with only the assistant's tokens trained; both: next-token cross-entropy);
+this loop owns everything else:
 
     for each optimizer step:
         lr <- schedule(step)
-        batch <- stage's batches for this step (this data-parallel rank's share)
-        for each micro-batch: loss = stage loss / n_micro; backward   (gradient accumulation)
+        batch <- the stage's batch for this step (this data-parallel rank's share)
+        N <- units the loss averages over (trained tokens), summed over the whole global batch
+        for each micro-batch: loss = stage loss summed over its units x dp / N; backward
           (with pipeline parallel, the pipeline schedule's step does the micro-batches instead)
-        clip gradient norm (over all shards and stages); AdamW step
-        every log_every:  losses to metrics.jsonl + TensorBoard + progress bar; NaN/spike/plateau watch
-        every eval_every: validation loss
+        gradient norm (over all shards and stages); not finite: skip the update, count it
+        clip; AdamW step
+        every log_every:  losses to metrics.jsonl + TensorBoard + progress bar; spike/plateau watch
+        every eval_every: validation loss (sum over a fixed set of windows / their trained tokens)
         every save_every: checkpoint (after the watch has seen every loss up to it)
+
+Why divide by N and not average per micro-batch: once a mask decides which tokens are trained, a
+micro-batch of short answers holds fewer of them, and a mean per micro-batch would weight each of
+its tokens more. Summing and dividing by the global count gives every trained token the same weight,
+so one micro-batch, four micro-batches and FSDP on two ranks compute the same loss and gradients;
+data-parallel gradient averaging is undone by the factor dp. A micro-batch with no trained token
+adds 0, never a NaN.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
@@ -35,28 +44,18 @@ from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
 from scratchlm.parallel.world import World
 from scratchlm.train.checkpoint import save_checkpoint
-from scratchlm.train.metrics import LossWatch, MetricsLog, plot_run
+from scratchlm.train.metrics import LossWatch, MetricsLog, TrainingDiverged, plot_run
 from scratchlm.train.optim import lr_at
+from scratchlm.train.stage import Batch, Stage
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-class BatchSource(Protocol):
-    def batch_for(self, step: int) -> Batch: ...
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite gradients this many steps running mean the run has diverged
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of predicting each next token, in fp32 whatever the compute precision."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) -> tuple[torch.Tensor, bool]:
+    """The norm of the whole model's gradient, and whether it is finite; clips only a finite one.
 
-
-def next_token_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return token_loss(model(inputs), targets)
-
-
-def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) -> torch.Tensor:
-    """Clip by the norm of the whole model's gradient. Sharded gradients (DTensors) give their norm over
-    all shards; pipeline stages each hold some layers, so their squared norms are summed over pp."""
+    Sharded gradients (DTensors) give their norm over all shards; pipeline stages each hold some layers,
+    so their squared norms are summed over pp. Every rank gets the same norm, so all skip alike."""
     grads = [p.grad for p in params if p.grad is not None]
     total = nn.utils.get_total_norm(grads)
     if isinstance(total, DTensor):
@@ -65,8 +64,10 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) ->
         squared = total**2
         dist.all_reduce(squared, group=world.submesh("pp").get_group())
         total = squared.sqrt()
-    nn.utils.clip_grads_with_norm_(params, max_norm, total)
-    return total
+    finite = bool(torch.isfinite(total))  # one scalar to the host per step: the price of never stepping on NaN
+    if finite:
+        nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total, finite
 
 
 @dataclass
@@ -78,27 +79,28 @@ class Pending:
     grad_norm: torch.Tensor
     lr: float
     tokens: int  # seen so far, this step included
+    skipped: bool
+    extra: dict[str, float]  # the batch source's numbers
+    values: dict[str, torch.Tensor]  # the loss's other values, scaled as the loss is
 
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 batches: BatchSource, val_batches: list[Batch], world: World,
-                 loss_fn: LossFn = next_token_loss, start_step: int = 0, state: dict[str, Any] | None = None,
+                 stage: Stage, world: World, start_step: int = 0, state: dict[str, Any] | None = None,
                  pipeline: Pipeline | None = None, autocast: bool = True) -> None:
         """world: this process's place in the run (one process, or a rank of a torchrun job); it gives the
         device, the data-parallel size and whether this rank logs. pipeline: the schedule that replaces
         forward/backward when the model (then a ModuleList of stages) is pipelined.
         autocast: False when FSDP's mixed-precision policy already computes in bf16."""
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
-        self.batches, self.val_batches, self.loss_fn = batches, val_batches, loss_fn
-        self.world, self.pipeline, self.device = world, pipeline, world.device
+        self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.step = start_step
-        self.state = state or {"tokens": 0}
+        self.state = {"tokens": 0, "skipped_steps": 0, **(state or {})}
+        self.skipped_in_a_row = 0
         self.is_main = world.is_main
         t = cfg.train
         self.tokens_per_step = t.global_batch_tokens
-        self.micro_batches = t.global_batch_tokens // (t.micro_batch_size * t.seq_len * world.dims.dp)
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" and autocast
                          else nullcontext())
         self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
@@ -110,48 +112,96 @@ class Trainer:
             tqdm.write(f"note: the bf16 peak of '{torch.cuda.get_device_name(self.device)}' is not known, so MFU is "
                        "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
 
+    def _sum_over_batch(self, value: float) -> float:
+        """Sum a per-rank number over the data-parallel ranks. The tensor- and pipeline-parallel ranks of one
+        data-parallel group hold the same batch, so the sum over all ranks counts it tp x pp times."""
+        if not self.world.distributed:
+            return value
+        total = torch.tensor(value, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return total.item() / (self.world.dims.tp * self.world.dims.pp)
+
+    def _moved(self, batch: Batch) -> Batch:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
     def train_step(self) -> Pending:
         cfg = self.cfg
         lr = lr_at(self.step, cfg.optim, cfg.train.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        inputs, targets = self.batches.batch_for(self.step)
+        batch = self.stage.batch_for(self.step)
+        count = self._sum_over_batch(self.stage.count(batch))
+        scale = self.world.dims.dp / max(count, 1)  # data-parallel averaging x dp, then / the global count
+        sums: dict[str, torch.Tensor] = {}
         if self.pipeline is not None:
             with self.autocast:
-                total = self.pipeline.step(inputs.to(self.device), targets.to(self.device))
+                total = self.pipeline.step(batch["inputs"].to(self.device), batch["targets"].to(self.device), scale)
         else:
-            mb = cfg.train.micro_batch_size
+            micro = self.stage.micro_batches(batch, cfg.train.micro_batch_size)
             total = torch.zeros((), device=self.device)
-            for i in range(self.micro_batches):
-                x = inputs[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
-                y = targets[i * mb:(i + 1) * mb].to(self.device, non_blocking=True)
-                set_gradient_sync(self.model, i == self.micro_batches - 1)
+            for i, part in enumerate(micro):
+                set_gradient_sync(self.model, i == len(micro) - 1)
                 with self.autocast:
-                    loss = self.loss_fn(self.model, x, y) / self.micro_batches
-                loss.backward()
-                total += loss.detach()
-        grad_norm = clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"), self.world)
-        self.optimizer.step()
+                    loss, values = self.stage.loss(self.model, self._moved(part))
+                (loss * scale).backward()
+                total += loss.detach() * scale
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0) + value.detach().float() * scale
+        grad_norm, finite = clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"), self.world)
+        skipped = not finite or count == 0
+        if skipped:
+            self._skip(grad_norm, count)
+        else:
+            self.optimizer.step()
+            self.skipped_in_a_row = 0
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.state["tokens"] += self.tokens_per_step
-        return Pending(self.step, total, grad_norm, lr, self.state["tokens"])
+        return Pending(self.step, total, grad_norm, lr, self.state["tokens"], skipped,
+                       self.stage.log_values(self.step - 1), sums)
+
+    def _skip(self, grad_norm: torch.Tensor, count: float) -> None:
+        """Leave weights and optimizer state untouched: the step's batch is consumed, its update is not."""
+        self.state["skipped_steps"] += 1
+        self.skipped_in_a_row += 1
+        why = "no trained token in the batch" if count == 0 else f"gradient norm {grad_norm.item()}"
+        if self.is_main:
+            tqdm.write(f"warning: step {self.step + 1} skipped ({why}); {self.state['skipped_steps']} skipped so far")
+        if count and self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise TrainingDiverged(
+                f"the gradient was not finite for {self.skipped_in_a_row} steps in a row (up to step {self.step + 1}): "
+                "training diverged. The last good checkpoint is kept; resume from it with a lower --optim.lr "
+                f"(now {self.optimizer.param_groups[0]['lr']:.3g}) or more --optim.warmup_steps")
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
+    def validation(self) -> dict[str, float]:
+        """Loss (and the loss's other values) summed over the fixed validation set and divided by its units,
+        over all ranks: {"val_loss": ..., "val_<value>": ...}."""
         self.model.eval()
-        losses = []
-        for inputs, targets in self.val_batches:
-            x, y = inputs.to(self.device), targets.to(self.device)
+        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), dtype=torch.float64, device=self.device)}
+        count = 0
+        for batch in self.stage.validation:
             with self.autocast:
-                losses.append(self.pipeline.eval(x, y) if self.pipeline is not None else self.loss_fn(self.model, x, y))
+                if self.pipeline is not None:
+                    values = {"loss": self.pipeline.eval(batch["inputs"].to(self.device),
+                                                         batch["targets"].to(self.device))}
+                    count += self.stage.count(batch) if self.pipeline.has_last else 0
+                else:
+                    loss, values = self.stage.loss(self.model, self._moved(batch))
+                    values = {"loss": loss, **values}
+                    count += self.stage.count(batch)
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0) + value.detach().double()
         self.model.train()
-        return self._mean_over_ranks(torch.stack(losses).mean()).item()
+        names = list(sums)
+        totals = torch.stack([sums[k] for k in names] + [torch.tensor(float(count), dtype=torch.float64,
+                                                                      device=self.device)])
+        if self.world.distributed:  # tensor-parallel copies count in every sum alike and cancel in the ratios
+            dist.all_reduce(totals)
+        *values, count = totals.tolist()
+        return {f"val_{k}": v / max(count, 1) for k, v in zip(names, values, strict=True)}
 
-    def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        return self.world.mean_over_batch(value)
-
-    def _flush(self, pending: list[Pending], seconds: float, val_loss: float | None, bar: tqdm) -> None:
+    def _flush(self, pending: list[Pending], seconds: float, val: dict[str, float] | None, bar: tqdm) -> None:
         """Materialise the pending steps' numbers: watch them, log them, show them."""
         if not pending:
             return
@@ -159,23 +209,34 @@ class Trainer:
         world_size = self.world.dims.world_size
         mfu = tokens_per_s * self.flops_per_token / (self.peak * world_size) if self.peak else None
         records = []
-        losses = self._mean_over_ranks(torch.stack([p.loss for p in pending])).tolist()
-        for p, loss in zip(pending, losses, strict=True):
-            warning = self.watch.check(p.step, loss, p.lr)
-            if warning:
-                tqdm.write(f"warning: {warning}")
-            records.append({"step": p.step, "loss": round(loss, 5), "lr": p.lr,
-                            "grad_norm": round(p.grad_norm.item(), 5), "tokens_per_s": round(tokens_per_s, 1),
-                            "mfu": round(mfu, 4) if mfu is not None else None, "tokens": p.tokens})
-        if val_loss is not None:
-            records[-1]["val_loss"] = round(val_loss, 5)
+        losses = self.world.mean_over_batch(torch.stack([p.loss for p in pending])).tolist()
+        names = sorted(pending[0].values)
+        values = [[]] * len(pending)
+        if names:  # the loss's other values, averaged over the global batch as the loss is
+            stacked = torch.stack([torch.stack([p.values[k] for k in names]) for p in pending])
+            values = self.world.mean_over_batch(stacked).tolist()
+        for p, loss, row in zip(pending, losses, values, strict=True):
+            record = {"step": p.step, "loss": round(loss, 5) if math.isfinite(loss) else None, "lr": p.lr,
+                      "grad_norm": round(p.grad_norm.item(), 5) if not p.skipped else None,
+                      "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None,
+                      "tokens": p.tokens, **p.extra, **{k: round(v, 5) for k, v in zip(names, row, strict=True)}}
+            if p.skipped:
+                record["skipped"] = True
+            else:
+                warning = self.watch.check(p.step, loss, p.lr)
+                if warning:
+                    tqdm.write(f"warning: {warning}")
+            records.append(record)
+        if val is not None:
+            records[-1].update({k: round(v, 5) for k, v in val.items()})
         self.metrics.write(records)
         last = records[-1]
-        shown = {"loss": f"{last['loss']:.3f}", "lr": f"{last['lr']:.2e}", "tok/s": f"{tokens_per_s:,.0f}"}
+        shown = {"loss": f"{last['loss']:.3f}" if last["loss"] is not None else "skipped", "lr": f"{last['lr']:.2e}",
+                 "tok/s": f"{tokens_per_s:,.0f}"}
         if mfu is not None:
             shown["mfu"] = f"{mfu:.1%}"
-        if val_loss is not None:
-            shown["val"] = f"{val_loss:.3f}"
+        if val is not None:
+            shown["val"] = f"{val['val_loss']:.3f}"
         bar.set_postfix(shown, refresh=False)
         bar.update(len(pending))
         pending.clear()
@@ -186,12 +247,12 @@ class Trainer:
                         self.cfg.train.keep_checkpoints)
 
     def fit(self) -> dict[str, float]:
-        """Train to train.max_steps; return the last losses."""
+        """Train to train.max_steps; return the last validation loss and step."""
         t = self.cfg.train
         self.model.train()
         pending: list[Pending] = []
         last_val = None
-        bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=t.max_steps, initial=self.step, desc=self.stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.is_main)
         tick = time.perf_counter()
         try:
@@ -203,8 +264,10 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()  # the GPU runs ahead of Python; time the work, not the queueing
                     seconds = time.perf_counter() - tick
-                    last_val = self.validation_loss() if evaluate else None
-                    self._flush(pending, seconds, last_val, bar)
+                    val = self.validation() if evaluate else None
+                    if val is not None:
+                        last_val = val["val_loss"]
+                    self._flush(pending, seconds, val, bar)
                     if save:
                         self.save()
                         if self.is_main:
