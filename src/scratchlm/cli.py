@@ -306,10 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_hf)
 
     p = sub.add_parser("eval", allow_abbrev=False, help="score a run on tasks, as lm-evaluation-harness scores them",
-                       epilog="Tasks: gsm8k, story_characters, arc, hellaswag, mmlu, bpb. Writes RUN_DIR/eval/"
+                       epilog="Tasks: gsm8k, story_questions, arc, hellaswag, mmlu, bpb. Writes RUN_DIR/eval/"
                               "<task>.json and <task>_samples.jsonl; see docs/eval.md.")
     p.add_argument("run_dir")
-    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. gsm8k,story_characters,bpb")
+    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. gsm8k,story_questions,bpb")
     p.add_argument("--data", help="the task's data: a .jsonl/.parquet/.txt file or hf:NAME[:CONFIG[:SPLIT]] "
                                   "(default: embedded held-out data, or the task's hub dataset)")
     p.add_argument("--limit", type=int, help="evaluate the first N records")

@@ -18,7 +18,7 @@ from scratchlm.eval.task import EvalOptions
 
 @pytest.fixture(scope="module")
 def lineage_runs(tmp_path_factory):
-    """A pretrained base (gsm8k and bpb evaluated) and an 'sft' child of it (story_characters evaluated)."""
+    """A pretrained base (gsm8k and bpb evaluated) and an 'sft' child of it (story_questions evaluated)."""
     trained = trained_run(tmp_path_factory.getbasetemp() / "eval-trained")
     root = tmp_path_factory.mktemp("report")
     base, child = root / "base", root / "sft"
@@ -27,7 +27,7 @@ def lineage_runs(tmp_path_factory):
     config = yaml.safe_load((child / "config.yaml").read_text())
     (child / "config.yaml").write_text(yaml.safe_dump({**config, "stage": "sft", "parent": "base"}))
     evaluate(base, ["gsm8k", "bpb"], EvalOptions(limit=3, fewshot=1, max_new_tokens=24))
-    evaluate(child, ["story_characters"], EvalOptions(limit=4, chat=False))
+    evaluate(child, ["story_questions"], EvalOptions(limit=4, chat=False))
     return base, child
 
 
@@ -43,8 +43,8 @@ def test_report_card_of_a_lineage(lineage_runs, capsys):
     strict = pretrain[header.index("gsm8k strict")]
     assert strict.startswith(f"{gsm8k['strict_match']:.3f} ± {gsm8k['strict_match_stderr']:.3f} (1-shot, n=3)")
     assert sft[header.index("gsm8k strict")] == "–"  # not evaluated: nothing is computed here
-    story = json.loads((child / "eval" / "story_characters.json").read_text())["metrics"]
-    assert sft[header.index("story_characters acc")] == f"{story['acc']:.3f} ± {story['acc_stderr']:.3f}"
+    story = json.loads((child / "eval" / "story_questions.json").read_text())["metrics"]
+    assert sft[header.index("story_questions acc")] == f"{story['acc']:.3f} ± {story['acc_stderr']:.3f}"
     metrics = [json.loads(line) for line in (base / "metrics.jsonl").open()]
     assert pretrain[header.index("tokens trained")] == f"{metrics[-1]['tokens']:,}"
     assert pretrain[header.index("validation loss")] == f"{metrics[-1]['val_loss']:.3f}"

@@ -24,7 +24,7 @@ from scratchlm.eval.task import EvalOptions, TaskResult
 
 TASKS: dict[str, Callable[[Runner, EvalOptions], TaskResult]] = {
     "gsm8k": gsm8k.run,
-    "story_characters": partial(multiple_choice.run, "story_characters"),
+    "story_questions": partial(multiple_choice.run, "story_questions"),
     **{name: partial(multiple_choice.run, name) for name in multiple_choice.FORMATS},
     "bpb": bpb.run,
 }

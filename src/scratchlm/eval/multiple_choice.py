@@ -8,8 +8,9 @@ continuation, and the continuation's tokens are those that context + continuatio
 context's own (both with bos, as the run's exported tokenizer adds it).
 
 Tasks:
-    story_characters  embedded: a held-out story cut just before the last mention of its main character;
-                      the choices are that name and three main characters of other stories
+    story_questions   embedded: a held-out story, then a question about it: who it is about, where the hero
+                      lives, what happened, or who the friend is; the wrong choices are those facts of other
+                      stories
     arc               question, choices {text, label}, answerKey; "Question: ...\\nAnswer:" (lm-eval's arc_*)
     hellaswag         activity_label, ctx_a, ctx_b, endings, label; lm-eval's hellaswag preprocessing
     mmlu              question, choices (four), answer (index), subject (optional); lm-eval's mmlu prompt
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
-from scratchlm.data import corpus
+from scratchlm.data.corpus import Story
+from scratchlm.data.corpus.stories import story_stream
 from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
 from scratchlm.eval.runner import Runner
@@ -55,40 +57,35 @@ def encode_pair(tokenizer: BPETokenizer, context: str, continuation: str) -> tup
 # ------------------------------------------------------------------------------------------- the embedded task
 
 EMBEDDED_STORIES = 500
-DISTRACTOR_STORIES = 2000  # held-out stories whose main characters serve as wrong choices
-# A capitalised word inside a sentence (after a lower-case letter or comma and a space): in these stories, a name.
-_NAME_INSIDE = re.compile(r"(?<=[a-z,] )[A-Z][a-z]+\b")
+DISTRACTOR_STORIES = 2000  # held-out stories whose facts serve as wrong choices
 
 
-def main_character(story: str) -> str | None:
-    """The name the story mentions most often, or None when it names no one inside a sentence."""
-    names = set(_NAME_INSIDE.findall(story))
-    counts = Counter({name: len(re.findall(rf"\b{name}\b", story)) for name in names})
-    return max(counts, key=lambda name: (counts[name], -story.index(name))) if counts else None
+def _story_question(story: Story, kind: int, others: list[Story], rng: random.Random) -> Question:
+    """Who the story is about, where the hero lives, what happened, or who the friend is (kind 0 to 3). The wrong
+    choices are the same fact of other stories, never one this story mentions (or, for what happened, one of
+    another hero of the same pronoun, so the pronoun gives nothing away)."""
+    if kind == 0:
+        question, answer, pool = "Who is this story about?", story.name, {o.name for o in others}
+    elif kind == 1:
+        question, answer, pool = f"Where does {story.name} live?", story.place, {o.place for o in others}
+    elif kind == 2:
+        pronoun = story.event.split()[0]
+        question, answer = "What happened in the story?", story.event
+        pool = {o.event for o in others if o.event.split()[0] == pronoun}
+    else:
+        question, answer, pool = f"Who is {story.name}'s friend?", story.friend, {o.friend for o in others}
+    wrong = rng.sample(sorted(c for c in pool if c != answer and c not in story.text), 3)
+    choices = [answer, *wrong]
+    rng.shuffle(choices)
+    return Question(f"{story.text}\n\nQuestion: {question}\nAnswer:", choices, choices.index(answer))
 
 
 def story_questions(n: int) -> list[Question]:
-    """n questions from the held-out stories in order, each cut before the last mention (inside a sentence,
-    after an earlier one) of its main character; stories without one are passed over. The wrong choices are
-    main characters of other stories that this story never mentions; choice order is shuffled per story
-    with a fixed seed."""
-    pool = sorted({c for c in map(main_character, corpus.stories("heldout", DISTRACTOR_STORIES)) if c})
-    questions: list[Question] = []
-    for number, story in enumerate(corpus.stories("heldout", 10 * n)):
-        if len(questions) == n:
-            break
-        name = main_character(story)
-        if name is None:
-            continue
-        mentions = [m.start() for m in re.finditer(rf"(?<= ){name}\b", story)]
-        if not mentions or story.index(name) == mentions[-1]:
-            continue
-        rng = random.Random(number)
-        wrong = rng.sample([c for c in pool if not re.search(rf"\b{c}\b", story)], 3)
-        choices = [name, *wrong]
-        rng.shuffle(choices)
-        questions.append(Question(story[:mentions[-1] - 1], choices, choices.index(name)))
-    return questions
+    """n questions about the first n held-out stories, one each, their kinds in turn (who, where, what
+    happened, who is the friend); the choice order is shuffled with a fixed seed per story."""
+    others = list(islice(story_stream("heldout", 0), DISTRACTOR_STORIES))
+    return [_story_question(story, i % 4, others, random.Random(i))
+            for i, story in enumerate(islice(story_stream("heldout", 0), n))]
 
 
 # ------------------------------------------------------------------------------------------- file formats
@@ -143,9 +140,9 @@ FORMATS = {
 
 
 def _questions(task: str, options: EvalOptions) -> tuple[list[Question], str]:
-    if task == "story_characters":
+    if task == "story_questions":
         if options.data:
-            raise ScratchError("story_characters is built from the embedded corpus and reads no --data; "
+            raise ScratchError("story_questions is built from the embedded corpus and reads no --data; "
                                "use --tasks arc, hellaswag or mmlu for a file")
         return story_questions(options.limit or EMBEDDED_STORIES), "embedded"
     fmt = FORMATS[task]

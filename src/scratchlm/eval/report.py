@@ -29,7 +29,7 @@ from scratchlm.model import num_params
 from scratchlm.train.metrics import read_metrics
 
 SAMPLE_ANSWERS = 2  # gsm8k answers shown per stage
-MULTIPLE_CHOICE = ("story_characters", "arc", "hellaswag", "mmlu")
+MULTIPLE_CHOICE = ("story_questions", "arc", "hellaswag", "mmlu")
 FIGURE = "lineage_loss.png"
 
 
