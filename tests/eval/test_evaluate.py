@@ -10,12 +10,12 @@ import pytest
 import yaml
 from trained_run import hub_folder, trained_run, write_jsonl
 
+from scratchlm.chat import load_chat_format
 from scratchlm.cli import main
 from scratchlm.data import corpus
-from scratchlm.eval import gsm8k
 from scratchlm.eval.evaluate import TASKS, evaluate
 from scratchlm.eval.task import EvalOptions
-from scratchlm.tokenizer import ASSISTANT, END_OF_TURN, USER
+from scratchlm.run import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -81,39 +81,27 @@ def test_a_hub_dataset_gives_its_train_split_as_shots(trained, tmp_path):
     assert f"Question: {shot['question']}\nAnswer: {shot['answer']}" in result.samples[0]["prompt"]
 
 
-class RoleTokens:
-    """A stand-in for scratchlm.chat's format, on the tokenizer's role tokens: <|bos|>, each message as its role
-    token, content, <|end|>; the prompt ends with <|assistant|>, whose turn <|end|> ends."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.roles = {"user": tokenizer.token_id(USER), "assistant": tokenizer.token_id(ASSISTANT)}
-        self.end = tokenizer.token_id(END_OF_TURN)
-        self.stop_ids = frozenset({self.end})
-
-    def prompt_ids(self, messages):
-        ids = [self.tokenizer.bos_id]
-        for m in messages:
-            ids += [self.roles[m["role"]], *self.tokenizer.encode(m["content"]), self.end]
-        return [*ids, self.roles["assistant"]]
-
-
 @pytest.fixture
-def sft_run(trained, tmp_path, monkeypatch):
-    """A copy of the trained run whose config says an SFT stage trained it, with the stand-in chat format."""
+def sft_run(trained, tmp_path):
+    """A copy of the trained run whose config says an SFT stage trained it from the original."""
     run = tmp_path / "sft"
     shutil.copytree(trained.run, run, ignore=shutil.ignore_patterns("eval"))
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "stage": "sft", "parent": str(trained.run)}))
-    monkeypatch.setattr(gsm8k, "load_chat_format", lambda runner: RoleTokens(runner.tokenizer))
     return run
+
+
+def rendered(run, messages) -> str:
+    """The conversation's prompt as the chat renderer gives it to the model."""
+    return load_tokenizer(run).decode(load_chat_format(run).prompt_ids(messages))
 
 
 def test_an_sft_lineage_is_asked_zero_shot_in_chat(sft_run):
     result = evaluate(sft_run, ["gsm8k"], EvalOptions(limit=2, max_new_tokens=16))[0]
     assert result.settings["chat"] is True and result.settings["fewshot"] == 0
     question = next(corpus.math_problems("heldout", 1))["question"]
-    assert result.samples[0]["prompt"] == f"<|bos|><|user|>{question}<|end|><|assistant|>"
+    assert result.samples[0]["prompt"] == rendered(sft_run, [{"role": "user", "content": question}])
+    assert result.samples[0]["prompt"].endswith(f"{question}<|end|><|assistant|>")  # the bare question
     base = evaluate(sft_run, ["gsm8k"], EvalOptions(limit=2, max_new_tokens=16, chat=False))[0]
     assert base.settings["fewshot"] == 5 and base.samples[0]["prompt"].endswith(f"Question: {question}\nAnswer:")
 
@@ -121,19 +109,10 @@ def test_an_sft_lineage_is_asked_zero_shot_in_chat(sft_run):
 def test_chat_with_shots_puts_them_in_earlier_turns(sft_run):
     result = evaluate(sft_run, ["gsm8k"], EvalOptions(limit=1, fewshot=1, max_new_tokens=8))[0]
     shot = next(corpus.math_problems("train", 1))
-    assert result.samples[0]["prompt"].startswith(f"<|bos|><|user|>{shot['question']}<|end|><|assistant|>"
-                                                   f"{shot['answer']}<|end|><|user|>")
-
-
-def test_chat_through_the_chat_renderer(sft_run, monkeypatch):
-    """With scratchlm.chat present: the SFT lineage's prompts are its rendering of the bare question."""
-    chat = pytest.importorskip("scratchlm.chat", reason="scratchlm.chat is not in this tree yet")
-    monkeypatch.undo()  # the real renderer, not the stand-in
-    result = evaluate(sft_run, ["gsm8k"], EvalOptions(limit=1, max_new_tokens=8))[0]
     question = next(corpus.math_problems("heldout", 1))["question"]
-    fmt = chat.load_chat_format(sft_run)
-    expected = fmt.prompt_ids([{"role": "user", "content": question}])
-    assert result.samples[0]["prompt"] == gsm8k.Runner(sft_run).tokenizer.decode(expected)
+    assert result.samples[0]["prompt"] == rendered(sft_run, [
+        {"role": "user", "content": shot["question"]}, {"role": "assistant", "content": shot["answer"]},
+        {"role": "user", "content": question}])
 
 
 # ------------------------------------------------------------------------------------------- bad input

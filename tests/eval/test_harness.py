@@ -64,6 +64,18 @@ def test_the_model_is_in_lm_eval_s_registry():
     assert get_model("scratchlm") is ScratchLM
 
 
+def test_chat_template_is_the_export_s(trained):
+    """--apply_chat_template renders as the export's template renders in transformers."""
+    transformers = pytest.importorskip("transformers")
+    from scratchlm.eval.harness import ScratchLM
+
+    messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"},
+                {"role": "user", "content": "And 4 + 4?"}]
+    expected = transformers.AutoTokenizer.from_pretrained(trained.hf).apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+    assert ScratchLM(run=str(trained.run), device="cpu").apply_chat_template(messages) == expected
+
+
 @pytest.mark.slow
 def test_generate_until_as_hf(trained, tasks):
     ours, theirs = both(trained, tasks, "gsm8k_local")

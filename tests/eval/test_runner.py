@@ -3,6 +3,7 @@ lm-eval's; generation stops where it should and cuts prompts from the left."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -84,6 +85,11 @@ def test_generation_stops_at_a_stop_string_and_at_the_budget(runner):
     stop = full[len(full) // 2:len(full) // 2 + 3]
     cut = runner.generate([prompt], 40, stop=[stop])[0]
     assert cut == full[:full.index(stop)]
+
+
+def test_generation_stops_where_the_export_stops(runner, tmp_path_factory):
+    export = trained_run(tmp_path_factory.getbasetemp() / "eval-trained").hf
+    assert runner.stop_ids == set(json.loads((export / "generation_config.json").read_text())["eos_token_id"])
 
 
 def test_prompts_are_cut_from_the_left(runner):

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from scratchlm.chat import load_chat_format
 from scratchlm.data import corpus
 from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
@@ -39,23 +40,6 @@ EMBEDDED_FEWSHOT_POOL = 1000  # train problems the random sampler draws shots fr
 STOP = ("Question:", "</s>", "<|im_end|>")
 MAX_NEW_TOKENS = 256  # lm-eval's max_gen_toks
 BASE_SHOTS = 5
-
-
-class ChatFormat(Protocol):
-    """What evaluation needs of scratchlm.chat's format: a conversation's prompt ids (ending where the
-    assistant starts) and the tokens that end the assistant's turn."""
-
-    stop_ids: frozenset[int]
-
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]: ...
-
-
-def load_chat_format(runner: Runner) -> ChatFormat:
-    try:
-        from scratchlm.chat import load_chat_format as load  # the one place that knows the chat format
-    except ImportError:
-        raise ScratchError("--chat needs scratchlm.chat, which this installation lacks; use --no-chat") from None
-    return load(runner.run_dir)
 
 
 def _problems(source: str, split: str, n: int | None) -> list[dict[str, Any]]:
@@ -153,7 +137,7 @@ def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], prob
     if not chat:
         return ([runner.tokenizer.encode(prompt_text(s, p), bos=True) for s, p in zip(shots, problems, strict=True)],
                 runner.stop_ids)
-    fmt = load_chat_format(runner)
+    fmt = load_chat_format(runner.run_dir, runner.tokenizer)
     return ([fmt.prompt_ids(chat_messages(s, p)) for s, p in zip(shots, problems, strict=True)],
             runner.stop_ids | fmt.stop_ids)
 

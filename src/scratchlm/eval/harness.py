@@ -31,7 +31,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from scratchlm.eval.gsm8k import load_chat_format
+from scratchlm.chat import load_chat_format
 from scratchlm.eval.runner import Runner, rolling_windows
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until
@@ -133,7 +133,7 @@ class ScratchLM(TemplateLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The conversation as text through the run's chat format (ending where the assistant answers)."""
-        return self.tokenizer.decode(load_chat_format(self.runner).prompt_ids(chat_history))
+        return self.tokenizer.decode(load_chat_format(self.runner.run_dir, self.tokenizer).prompt_ids(chat_history))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from scratchlm.chat import find_chat_format, generation_stop_ids
 from scratchlm.errors import ScratchError
 from scratchlm.eval.scorer import cut_at_stops
 from scratchlm.hardware import resolve_device
 from scratchlm.infer.engine import Engine, SamplingParams
-from scratchlm.infer.generate import stop_ids as document_stop_ids
 from scratchlm.run import load_run, open_run
 
 # Logits of one batch of log-likelihood rows are kept under this many elements (4 GiB in fp32).
@@ -68,7 +68,9 @@ class Runner:
         self.cfg, self.tokenizer, self.model = load_run(run_dir, resolve_device(device))
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
-        self.stop_ids = frozenset(document_stop_ids(self.tokenizer))
+        # Where the export's generation_config stops too (eos ids, the chat format's end of turn, bos), so a
+        # completion here ends where transformers ends it on the export.
+        self.stop_ids = frozenset(generation_stop_ids(self.tokenizer, find_chat_format(self.run_dir, self.tokenizer)))
 
     @property
     def context_len(self) -> int:
@@ -87,8 +89,8 @@ class Runner:
                  temperature: float = 0.0, seeds: Sequence[int | None] | None = None,
                  stop_ids: Iterable[int] | None = None, desc: str = "generate") -> list[str]:
         """Completions of prompts (each already fitting the context with max_new_tokens to spare), as text
-        without special tokens, cut before the first stop string. Generation ends at a stop token (the
-        run's end of document, or stop_ids), a stop string, or max_new_tokens. seeds: one per prompt
+        without special tokens, cut before the first stop string. Generation ends at a stop token (self.stop_ids,
+        or stop_ids), a stop string, or max_new_tokens. seeds: one per prompt
         when sampling (temperature > 0).
 
         Every generation of an evaluation goes through here, one sequence at a time today.
