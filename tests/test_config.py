@@ -29,7 +29,10 @@ def test_bad_values_are_refused():
                                 ("model.n_heads", "0", "model.n_heads must be at least 1"),
                                 ("parallel.pp_microbatches", "-2", "pp_microbatches must be"),
                                 ("train.max_steps", "ten", "wants int"),
-                                ("train.precision", "fp8", "bf16 or fp32")]:
+                                ("train.precision", "fp8", "bf16 or fp32"),
+                                ("optim.beta1", "2", "optim.beta1 and optim.beta2 must be in"),
+                                ("model.norm_eps", "-1", "model.norm_eps must be positive"),
+                                ("train.eval_batches", "0", "eval_batches")]:
         with pytest.raises(ScratchError, match=message):
             load_config("tiny", overrides={key: value})
 

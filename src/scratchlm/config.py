@@ -321,6 +321,11 @@ def validate(cfg: Config) -> None:
          f"model.rope_scaling must be none or llama3 (got '{m.rope_scaling}'), with rope_high_freq_factor above "
          "rope_low_freq_factor"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
+        (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and optim.beta2 must be in [0, 1), got {o.beta1} and "
+                                                f"{o.beta2}; AdamW's usual values are 0.9 and 0.95"),
+        (o.eps > 0, f"optim.eps must be positive, got {o.eps}"),
+        (m.norm_eps > 0, f"model.norm_eps must be positive, got {m.norm_eps}; Llama uses 1e-5"),
+        (m.init_std > 0 and m.rope_theta > 0, "model.init_std and model.rope_theta must be positive"),
         (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}"),
         (o.warmup_steps >= 0 and o.grad_clip >= 0 and o.weight_decay >= 0,
          "optim.warmup_steps, optim.grad_clip and optim.weight_decay must not be negative"),
@@ -331,8 +336,9 @@ def validate(cfg: Config) -> None:
         (t.micro_batch_size >= 1, f"train.micro_batch_size must be at least 1, got {t.micro_batch_size}"),
         (t.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got '{t.precision}'"),
         (t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{t.device}'"),
-        (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1,
-         "train.eval_every, log_every, save_every and keep_checkpoints must be at least 1"),
+        (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1
+         and t.eval_batches >= 1,
+         "train.eval_every, eval_batches, log_every, save_every and keep_checkpoints must be at least 1"),
         (cfg.parallel.pp_microbatches >= 0,
          f"parallel.pp_microbatches must be 0 (automatic) or positive, got {cfg.parallel.pp_microbatches}"),
         (cfg.data.vocab_size >= 300, f"data.vocab_size {cfg.data.vocab_size} is too small: byte-level BPE "
