@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from scratchlm.infer.engine import KVCache
 from scratchlm.model import (
     Transformer,
     apply_rope,
@@ -56,13 +55,26 @@ def test_causality():
         assert not torch.allclose(out[:, t], base[:, t])
 
 
+class ContiguousCache:
+    """The simplest cache the model's protocol allows: every layer's keys and values at positions 0..max_len."""
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int) -> None:
+        self.k = torch.zeros(n_layers, batch, n_kv_heads, max_len, head_dim)
+        self.v = torch.zeros_like(self.k)
+
+    def update(self, layer_id, start_pos, k, v):
+        end = start_pos + k.shape[2]
+        self.k[layer_id, :, :, start_pos:end], self.v[layer_id, :, :, start_pos:end] = k, v
+        return self.k[layer_id, :, :, :end], self.v[layer_id, :, :, :end]
+
+
 @pytest.mark.parametrize("n_kv_heads", [4, 1])
 def test_kv_cache_decoding_equals_full_forward(n_kv_heads):
     cfg = small_model_config(n_kv_heads=n_kv_heads)
     model = build_model(cfg, seed=0).eval()
     tokens = torch.randint(0, cfg.vocab_size, (2, 24))
     full = model(tokens)
-    cache = KVCache(cfg.n_layers, 2, cfg.n_kv_heads, 24, cfg.head_dim, torch.float32, torch.device("cpu"))
+    cache = ContiguousCache(cfg.n_layers, 2, cfg.n_kv_heads, 24, cfg.head_dim)
     pieces = [model(tokens[:, :10], cache=cache, start_pos=0),  # prefill
               model(tokens[:, 10:14], cache=cache, start_pos=10)]  # a chunk of several new tokens
     pieces += [model(tokens[:, i:i + 1], cache=cache, start_pos=i) for i in range(14, 24)]  # one at a time

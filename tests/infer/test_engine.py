@@ -1,11 +1,20 @@
+"""The engine against the model's own full forward, against itself run alone, and against transformers."""
+
+import random
+
 import pytest
 import torch
 
 from scratchlm.errors import ScratchError
-from scratchlm.infer.engine import Engine, SamplingParams, sample
+from scratchlm.infer.engine import Completion, Engine
+from scratchlm.infer.sampling import SamplingParams
+from scratchlm.interop.hf import rename
 from scratchlm.model import build_model
+from scratchlm.tokenizer import train_tokenizer
 
-from conftest import small_model_config
+from conftest import WORDS, small_model_config
+
+VOCAB = 300
 
 
 @pytest.fixture(scope="module")
@@ -13,58 +22,250 @@ def model():
     return build_model(small_model_config(), seed=0).eval()
 
 
-def greedy_by_full_forward(model, prompt: list[int], n: int) -> list[int]:
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([" ".join(WORDS)] * 20, VOCAB)
+
+
+def greedy(n: int, **kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, temperature=0, **kw)
+
+
+def full_forward(model, prompt: list[int], n: int) -> tuple[list[int], torch.Tensor]:
+    """Greedy tokens by a full forward over everything so far, one forward per token, and the
+    log-probabilities of all of them from one last full forward."""
     tokens = list(prompt)
     with torch.no_grad():
         for _ in range(n):
             tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-    return tokens[len(prompt):]
+        logprobs = model(torch.tensor([tokens]))[0].log_softmax(-1)
+    new = tokens[len(prompt):]
+    return new, logprobs[len(prompt) - 1:-1].gather(1, torch.tensor(new).unsqueeze(1)).squeeze(1)
 
 
-def test_greedy_engine_equals_full_forward_argmax(model):
+def assert_same_logprobs(got: list[float], want: torch.Tensor) -> None:
+    # fp32 rounding of matrix products of other shapes: about 1e-6 on this model
+    torch.testing.assert_close(torch.tensor(got), want, rtol=0, atol=1e-5)
+
+
+def drive(engine: Engine, requests: list[tuple[int, list[int], SamplingParams]]) -> list[Completion]:
+    """Add each (arrival step, prompt, params) at its step; step until all are done."""
+    done: dict[str, Completion] = {}
+    ids: list[str | None] = [None] * len(requests)
+    step = 0
+    while any(i is None for i in ids) or engine.has_work():
+        for k, (arrival, prompt, params) in enumerate(requests):
+            if arrival == step:
+                ids[k] = engine.add_request(prompt, params)
+                done[ids[k]] = Completion(ids[k])
+        for out in engine.step():
+            done[out.request_id].add(out)
+        step += 1
+    return [done[i] for i in ids]
+
+
+def test_greedy_tokens_and_logprobs_equal_the_full_forward(model):
     prompt = [5, 17, 42, 9]
-    assert Engine(model, stop_ids=set()).generate(prompt, SamplingParams(max_new_tokens=20, temperature=0)) == \
-        greedy_by_full_forward(model, prompt, 20)
+    got = Engine(model, block_size=4).generate([prompt], greedy(20))[0]
+    tokens, logprobs = full_forward(model, prompt, 20)
+    assert got.token_ids == tokens and got.finish_reason == "length"
+    assert_same_logprobs(got.logprobs, logprobs)
 
 
-def test_stops_at_stop_token(model):
+def test_sequences_joining_and_leaving_at_random_steps_decode_as_if_alone(model):
+    """Prompts of different lengths, half behind a shared prefix, arriving at random steps and leaving
+    after random budgets, five running at most, prompts prefilled in chunks: every sequence's tokens
+    are those it gets alone and those of the full forward, and so are its log-probabilities."""
+    rng = random.Random(0)
+    shared = [rng.randrange(VOCAB) for _ in range(13)]
+    requests = []
+    for i in range(12):
+        prompt = (shared if i % 2 else []) + [rng.randrange(VOCAB) for _ in range(rng.randint(1, 15))]
+        requests.append((rng.randrange(25), prompt, greedy(rng.randint(1, 20))))
+    engine = Engine(model, block_size=4, max_running=5, max_prefill_tokens=24)
+    got = drive(engine, requests)
+    for (_, prompt, params), completion in zip(requests, got, strict=True):
+        alone = Engine(model, block_size=4).generate([prompt], params)[0]
+        tokens, logprobs = full_forward(model, prompt, params.max_new_tokens)
+        assert completion.token_ids == alone.token_ids == tokens
+        assert_same_logprobs(completion.logprobs, logprobs)
+        assert_same_logprobs(alone.logprobs, logprobs)
+    metrics = engine.metrics()
+    assert metrics.cached_tokens > 0 and metrics.waiting == metrics.running == metrics.blocks_in_use == 0
+
+
+def test_greedy_tokens_and_logprobs_match_transformers():
+    """A random transformers Llama and the engine, same weights: the same greedy tokens for a batch of
+    prompts of different lengths, and the log-probabilities of transformers' logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = small_model_config(tie_embeddings=False)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_hidden_dim,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.max_seq_len, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=0)).eval()
+    ours = build_model(cfg)
+    ours.load_state_dict({rename(k, to_hf=False): v for k, v in hf.state_dict().items()})
+    prompts = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2], [27]]
+    got = Engine(ours.eval(), block_size=4).generate(prompts, greedy(12))
+    for prompt, completion in zip(prompts, got, strict=True):
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                              output_logits=True, return_dict_in_generate=True)
+        new = out.sequences[0, len(prompt):]
+        assert completion.token_ids == new.tolist()
+        logprobs = torch.cat(out.logits).log_softmax(-1)  # (new tokens, vocab)
+        assert_same_logprobs(completion.logprobs, logprobs[torch.arange(len(new)), new])
+
+
+def test_top_logprobs_are_the_full_forwards_most_likely_tokens(model):
+    prompt = [8, 6, 7, 5, 3, 0, 9]
+    got = Engine(model).generate([prompt], greedy(6, top_logprobs=3))[0]
+    with torch.no_grad():
+        logprobs = model(torch.tensor([prompt + got.token_ids]))[0, len(prompt) - 1:-1].log_softmax(-1)
+    values, ids = logprobs.topk(3, dim=-1)
+    assert [[t for t, _ in step] for step in got.top_logprobs] == ids.tolist()
+    torch.testing.assert_close(torch.tensor([[lp for _, lp in step] for step in got.top_logprobs]), values,
+                               rtol=0, atol=1e-5)
+
+
+def test_a_cached_prefix_skips_its_prefill(model):
+    system = list(range(1, 35))  # 34 tokens: four full blocks of 8
+    engine = Engine(model, block_size=8)
+    engine.generate([system + [40, 41]], greedy(5))
+    before = engine.metrics()
+    second = engine.generate([system + [50, 51, 52]], greedy(5))[0]
+    after = engine.metrics()
+    assert second.cached_tokens == 32 and after.cached_tokens - before.cached_tokens == 32
+    assert after.prefilled_tokens - before.prefilled_tokens == len(system) + 3 - 32
+    assert second.token_ids == Engine(model, block_size=8).generate([system + [50, 51, 52]], greedy(5))[0].token_ids
+
+
+def test_samples_of_one_prompt_share_one_prefill_and_keep_their_seeds(model):
+    """The G samples of an RL prompt, submitted together: the prompt is prefilled once, the others wait
+    a step and take its blocks; each sample is what its seed gives alone."""
+    prompt = list(range(100, 130))  # 30 tokens: three full blocks of 8, then 6 tokens
+    params = [SamplingParams(max_new_tokens=8, temperature=1.0, seed=s) for s in range(4)]
+    engine = Engine(model, block_size=8)
+    got = engine.generate([prompt] * 4, params)
+    metrics = engine.metrics()
+    assert metrics.prefilled_tokens == 30 + 3 * 6 and metrics.cached_tokens == 3 * 24
+    for p, completion in zip(params, got, strict=True):
+        assert completion.token_ids == Engine(model, block_size=8).generate([prompt], p)[0].token_ids
+    assert len({tuple(c.token_ids) for c in got}) > 1
+
+
+def test_cached_blocks_are_evicted_deepest_first_under_memory_pressure(model):
+    engine = Engine(model, block_size=4, cache_tokens=64)  # 16 blocks
+    a = list(range(1, 18))  # 17 tokens: four full blocks
+    engine.generate([a], greedy(1))
+    assert engine.metrics().blocks_cached == 4 and engine.metrics().blocks_in_use == 0
+    b = list(range(200, 240))  # 40 tokens + 10 generated: 13 blocks, one more than the 12 never cached
+    engine.generate([b], greedy(10))
+    assert engine.metrics().blocks_cached < 4 + 13
+    again = engine.generate([a], greedy(1))[0]
+    assert again.cached_tokens == 12  # a's last full block went first; its first three survive
+
+
+def test_a_full_pool_makes_requests_wait_and_preempts_and_all_finish_exactly(model):
+    engine = Engine(model, block_size=4, cache_tokens=48, max_running=8)  # 12 blocks for 6 x 28 tokens
+    prompts = [[i + 1] * 8 + [i + 50] for i in range(6)]
+    ids = [engine.add_request(p, greedy(19)) for p in prompts]
+    done = {i: Completion(i) for i in ids}
+    seen_waiting = 0
+    while engine.has_work():
+        for out in engine.step():
+            done[out.request_id].add(out)
+        seen_waiting = max(seen_waiting, engine.metrics().waiting)
+        assert engine.metrics().blocks_in_use <= 12
+    metrics = engine.metrics()
+    assert seen_waiting > 0 and metrics.preemptions > 0 and metrics.blocks_in_use == 0
+    for prompt, i in zip(prompts, ids, strict=True):
+        assert done[i].token_ids == full_forward(model, prompt, 19)[0]
+
+
+def test_abort_frees_the_sequences_blocks_at_once(model):
+    engine = Engine(model, block_size=4)
+    ids = [engine.add_request(list(range(1, 20)), greedy(30)) for _ in range(2)]
+    ids.append(engine.add_request([7, 7, 7], greedy(30)))
+    for _ in range(3):
+        engine.step()
+    held = engine.metrics().blocks_in_use
+    out = engine.abort(ids[2])
+    assert out.finished and out.finish_reason == "abort"
+    assert engine.metrics().blocks_in_use < held and engine.metrics().running == 2
+    assert engine.abort(ids[2]) is None
+    for i in ids[:2]:
+        engine.abort(i)
+    assert engine.metrics().blocks_in_use == 0 and not engine.has_work()
+
+
+def test_stop_token_ends_the_sequence_and_is_reported(model):
     prompt = [5, 17, 42, 9]
-    full = greedy_by_full_forward(model, prompt, 12)
-    stop = full[6]
-    out = Engine(model, stop_ids={stop}).generate(prompt, SamplingParams(max_new_tokens=12, temperature=0))
-    assert out == full[:full.index(stop)]
+    tokens, _ = full_forward(model, prompt, 12)
+    stop = tokens[6]
+    got = Engine(model, stop_ids={stop}).generate([prompt], greedy(12))[0]
+    assert got.token_ids == tokens[:tokens.index(stop) + 1]  # the stop token included, for RL
+    assert got.finish_reason == "stop" and got.stop_reason == stop
+    per_request = Engine(model).generate([prompt], greedy(12, stop_token_ids=[stop]))[0]
+    assert per_request.token_ids == got.token_ids
 
 
-def test_seeded_sampling_repeats_and_seeds_differ(model):
-    engine = Engine(model, stop_ids=set())
-    params = [SamplingParams(max_new_tokens=30, temperature=1.0, seed=s) for s in (1, 1, 2)]
-    a, b, c = (engine.generate([1, 2, 3], p) for p in params)
-    assert a == b and a != c
+def test_stop_string_spanning_two_tokens_cuts_the_text_before_it(model, tokenizer):
+    engine = Engine(model, tokenizer=tokenizer)
+    prompt = tokenizer.encode("the cat sat", bos=True)
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, seed=0)
+    free = engine.generate([prompt], params)[0]
+    texts = [tokenizer.decode(free.token_ids[:k]) for k in range(len(free.token_ids) + 1)]
+    assert texts[-1] == free.text
+    # a stop string made of the last character of one token's text and the first of the next's
+    k = next(k for k in range(5, len(texts)) if len(texts[k - 1]) < len(texts[k]) and texts[k].startswith(texts[k - 1])
+             and texts[k][len(texts[k - 1]) - 1:len(texts[k - 1]) + 1].isalpha())
+    stop = texts[k][len(texts[k - 1]) - 1:len(texts[k - 1]) + 1]
+    cut = free.text.index(stop)
+    pieces = list(engine.stream(prompt, SamplingParams(max_new_tokens=40, temperature=1.0, seed=0, stop=[stop])))
+    got = Completion("x")
+    for out in pieces:
+        got.add(out)
+    assert cut > 0 and got.text == free.text[:cut] and got.finish_reason == "stop" and got.stop_reason == stop
+    ends = next(j for j in range(len(texts)) if stop in texts[j])
+    assert got.token_ids == free.token_ids[:ends]
+    assert all(stop not in out.text for out in pieces)
 
 
-def test_top_k_one_and_tiny_top_p_are_greedy():
-    logits = torch.randn(4, 50)
-    gen = torch.Generator().manual_seed(0)
-    assert torch.equal(sample(logits, SamplingParams(temperature=1.0, top_k=1), gen), logits.argmax(-1))
-    assert torch.equal(sample(logits, SamplingParams(temperature=1.0, top_p=1e-6), gen), logits.argmax(-1))
-
-
-def test_top_k_only_samples_among_top_k():
-    logits = torch.randn(1, 100)
-    allowed = set(torch.topk(logits, 5).indices[0].tolist())
-    gen = torch.Generator().manual_seed(0)
-    draws = {int(sample(logits, SamplingParams(temperature=2.0, top_k=5), gen)) for _ in range(200)}
-    assert draws <= allowed and len(draws) > 1
-
-
-def test_prompt_longer_than_context_is_refused(model):
-    engine = Engine(model, stop_ids=set())
-    with pytest.raises(ScratchError, match="context"):
-        engine.generate(list(range(64)), SamplingParams(temperature=0))
-    with pytest.raises(ScratchError, match="temperature"):
-        engine.generate([1], SamplingParams(temperature=-1))
+def test_seeded_samples_do_not_depend_on_the_batch(model):
+    prompt = [11, 12, 13]
+    params = SamplingParams(max_new_tokens=20, temperature=1.0, top_k=50, top_p=0.9, seed=7)
+    alone = Engine(model).generate([prompt], params)[0].token_ids
+    rng = random.Random(1)
+    company = [(rng.randrange(6), [rng.randrange(VOCAB) for _ in range(rng.randint(1, 9))],
+                SamplingParams(max_new_tokens=rng.randint(1, 25), temperature=0.7, seed=rng.choice([None, 3])))
+               for _ in range(6)]
+    got = drive(Engine(model, block_size=4, max_running=4), [*company[:3], (2, prompt, params), *company[3:]])
+    assert got[3].token_ids == alone
+    other_seed = SamplingParams(max_new_tokens=20, temperature=1.0, top_k=50, top_p=0.9, seed=8)
+    assert Engine(model).generate([prompt], other_seed)[0].token_ids != alone
 
 
 def test_generation_stops_at_the_context_end(model):
-    out = Engine(model, stop_ids=set()).generate(list(range(60)), SamplingParams(max_new_tokens=50, temperature=0))
-    assert len(out) == 4  # max_seq_len 64
+    got = Engine(model).generate([list(range(60))], greedy(50))[0]
+    assert len(got.token_ids) == 4 and got.finish_reason == "length"  # max_seq_len 64
+
+
+@pytest.mark.parametrize("prompt,params,message", [
+    ([], greedy(1), "the prompt is empty"),
+    ([1, VOCAB], greedy(1), f"token id {VOCAB}, outside the model's vocabulary 0..{VOCAB - 1}"),
+    (list(range(64)), greedy(1), "the prompt is 64 tokens, but the model's context is 64"),
+    ([1], SamplingParams(temperature=float("nan")), "temperature"),
+    ([1], greedy(1, stop=["x"]), "stop strings need an engine with a tokenizer"),
+])
+def test_bad_requests_are_refused_in_one_line(model, prompt, params, message):
+    with pytest.raises(ScratchError, match=message):
+        Engine(model).add_request(prompt, params)
+
+
+def test_a_request_larger_than_the_whole_cache_is_refused(model):
+    with pytest.raises(ScratchError, match="need 40 tokens of KV cache, but it holds 32"):
+        Engine(model, block_size=8, cache_tokens=32).add_request(list(range(20)), greedy(20))

@@ -1,12 +1,14 @@
 """scratchlm generate through the CLI, on a freshly pretrained tiny run."""
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from scratchlm.infer.generate import decode_stream
-from scratchlm.tokenizer import BPETokenizer
+from scratchlm.infer.generate import generate_text, stop_ids
+from scratchlm.infer.sampling import SamplingParams
+from scratchlm.run import load_run
 
 from conftest import FAST, run_cli
 
@@ -32,21 +34,57 @@ def test_sampling_flags(run):
     assert run_cli(*base, "--seed", "1").stdout == run_cli(*base, "--seed", "1").stdout
 
 
+def test_top_k_one_and_a_tiny_top_p_leave_only_the_greedy_token(run):
+    """At a high temperature, sampling wanders off the greedy path; top-k 1 or a tiny top-p brings it back.
+    The first assertion is the control: were the flags ignored, the others would fail."""
+    base = ("generate", str(run), "--prompt", "the cat", "--max-new-tokens", "12", "--seed", "1")
+    greedy = run_cli(*base, "--temperature", "0").stdout
+    assert run_cli(*base, "--temperature", "5").stdout != greedy
+    assert run_cli(*base, "--temperature", "5", "--top-k", "1").stdout == greedy
+    assert run_cli(*base, "--temperature", "5", "--top-p", "1e-6").stdout == greedy
+
+
+def test_an_intermediate_top_p_samples_exactly_the_tokens_that_reach_it(run):
+    """top-p between the first token's probability and the first two's: every draw is one of those two,
+    and both come up; without top-p the same draws spread wider."""
+    _, tokenizer, model = load_run(run)
+    temperature, prompt = 3.0, "the cat"
+    with torch.no_grad():
+        logits = model(torch.tensor([tokenizer.encode(prompt, bos=True)]))[0, -1]
+    probs, order = (logits / temperature).softmax(-1).sort(descending=True)
+    top_p = float(probs[0] + probs[1] / 2)
+    stops = stop_ids(tokenizer)
+    allowed = {"" if t in stops else tokenizer.decode([t]) for t in order[:2].tolist()}
+
+    def first_tokens(p: float) -> set[str]:
+        return {"".join(generate_text(run, prompt, SamplingParams(max_new_tokens=1, temperature=temperature,
+                                                                  top_p=p, seed=seed), device="cpu"))
+                for seed in range(40)}
+
+    assert len(allowed) == 2 and first_tokens(top_p) == allowed
+    assert len(first_tokens(1.0)) > 2
+
+
 def test_prompt_longer_than_context(run):
     proc = run_cli("generate", str(run), "--prompt", "the cat sat " * 200, "--temperature", "0", check=False)
-    assert proc.returncode == 2 and "context" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(r"the prompt is \d+ tokens, but the model's context is 64", proc.stderr)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (("--prompt", ""), "the prompt is empty; give --prompt TEXT"),
+    (("--prompt", "the", "--temperature", "nan"), "temperature must be 0"),
+    (("--prompt", "the", "--temperature", "inf"), "temperature must be 0"),
+    (("--prompt", "the", "--top-p", "nan"), "top-p must be in"),
+])
+def test_bad_input_is_one_clear_line(run, flags, message):
+    proc = run_cli("generate", str(run), *flags, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_missing_run_dir(tmp_path):
     proc = run_cli("generate", str(tmp_path / "nope"), "--prompt", "hi", check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
-
-
-def test_decode_stream_never_splits_a_character(run):
-    tok = BPETokenizer.load(run / "tokenizer.json")
-    text = "héllo wörld 日本語 🙂 done"
-    pieces = list(decode_stream(tok, iter(tok.encode(text))))
-    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

@@ -1,119 +1,303 @@
-"""The generation engine: a preallocated KV cache, prefill, then one token at a time.
+"""The one generation engine: many sequences at once over a paged KV cache (docs/serving.md).
 
-One engine serves every command that generates text.
+    add_request(prompt ids, SamplingParams) -> request id      (any number, any time)
+    step() -> [RequestOutput]      admit what the cache allows, prefill it, decode one token for every
+                                   running sequence; each output is one sequence's new token and text
+    abort(request id)              the sequence leaves now and its blocks go back to the pool
 
-    prompt ids --prefill (one forward over the prompt, filling the cache)--> logits of the last position
-    loop: sample a token -> forward that one token at its position (reads the cache) -> next logits
+`generate` (a batch of prompts to completions) and `stream` (one prompt, output by output) drive step()
+for a caller that owns the engine; AsyncEngine (infer/async_engine.py) drives it from its own thread
+for a server. One sequence is a batch of one.
 
-The cache turns each new token's cost from a pass over the whole sequence into a pass over one
-position: keys and values of earlier positions never change, so they are computed once.
+Each step runs at most two forwards: one over the prefill chunks of newly admitted sequences, one over
+every decoding sequence (a token each). A forward gets every token's position and an attention mask,
+and the paged cache (infer/kv_cache.py) writes each new key to its sequence's blocks and gathers each
+row's keys, padded to the longest row; the mask hides the padding. In fp32 the result is the full
+forward's up to rounding: a greedy sequence's tokens are the same alone, in any batch, with or without
+a cached prefix (tests/infer/test_engine.py), and its log-probabilities agree to about 1e-6 (matrix
+products of other shapes round differently).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer.detokenize import OutputText
+from scratchlm.infer.kv_cache import TRASH_BLOCK, BlockPool, PagedKVCache
+from scratchlm.infer.sampling import SamplingParams, sample
+from scratchlm.infer.scheduler import Scheduler
+from scratchlm.infer.scheduler import Sequence as Seq
 from scratchlm.model import Transformer
-
-
-class KVCache:
-    """Keys and values of every layer: (n_layers, batch, n_kv_heads, max_len, head_dim) each."""
-
-    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        shape = (n_layers, batch, n_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-
-    def update(self, layer_id: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v at positions start_pos.. and return all keys and values up to the last of them."""
-        end = start_pos + k.shape[2]
-        self.k[layer_id, :, :, start_pos:end] = k
-        self.v[layer_id, :, :, start_pos:end] = v
-        return self.k[layer_id, :, :, :end], self.v[layer_id, :, :, :end]
+from scratchlm.tokenizer import BPETokenizer
 
 
 @dataclass
-class SamplingParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.8  # 0: greedy (always the most likely token)
-    top_k: int = 0  # 0: off; else sample among the k most likely tokens
-    top_p: float = 1.0  # 1: off; else among the smallest set whose probability reaches p
-    seed: int | None = None
+class RequestOutput:
+    """What one step added to one request. Text may lag its tokens: an unfinished character, or a tail
+    that may still become a stop string, waits for the next piece."""
 
-    def check(self) -> None:
-        if self.temperature < 0:
-            raise ScratchError(f"temperature must be 0 (greedy) or positive, got {self.temperature}")
-        if self.top_k < 0:
-            raise ScratchError(f"top-k must be 0 (off) or positive, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ScratchError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ScratchError(f"max-new-tokens must be at least 1, got {self.max_new_tokens}")
+    request_id: str
+    token_ids: list[int]  # the stop token that ended a sequence is here too (RL trains on it), not in the text
+    logprobs: list[float]  # of each token, under the model's distribution (temperature 1, no top-k/top-p)
+    top_logprobs: list[list[tuple[int, float]]]  # per token: SamplingParams.top_logprobs (id, logprob) pairs
+    text: str = ""  # empty when the engine has no tokenizer
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" (a stop token or string), "length" (token budget), "abort"
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose prefill the prefix cache saved
+    output_tokens: int = 0  # generated so far
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """logits: (batch, vocab) -> token ids (batch,)."""
-    if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / params.temperature
-    if params.top_k:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Drop a token when the tokens before it already reach top_p; the most likely always stays.
-        drop = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+@dataclass
+class Completion:
+    """A request's outputs put together."""
+
+    request_id: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, out: RequestOutput) -> None:
+        self.token_ids += out.token_ids
+        self.logprobs += out.logprobs
+        self.top_logprobs += out.top_logprobs
+        self.text += out.text
+        self.finish_reason, self.stop_reason = out.finish_reason, out.stop_reason
+        self.prompt_tokens, self.cached_tokens = out.prompt_tokens, out.cached_tokens
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    running: int
+    waiting: int
+    blocks_in_use: int  # held by running sequences
+    blocks_total: int
+    blocks_cached: int  # held by nobody, keeping a prefix findable until evicted
+    prompt_tokens: int  # totals since the engine started
+    cached_tokens: int
+    prefilled_tokens: int  # tokens computed by prefill forwards (prompts less their cached prefixes)
+    generated_tokens: int
+    preemptions: int
 
 
 class Engine:
-    """Runs the model in its parameters' dtype; the KV cache takes the same dtype."""
+    """Runs the model in its parameters' dtype; the KV cache takes the same dtype.
 
-    def __init__(self, model: Transformer, stop_ids: set[int]) -> None:
+    stop_ids end every sequence (a chat format's end-of-turn; scratchlm.chat supplies an imported
+    model's). tokenizer: needed for text outputs and stop strings. max_running: sequences decoded
+    together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts).
+    max_prefill_tokens: padded tokens per prefill forward (a longer prompt is prefilled in chunks).
+    """
+
+    def __init__(self, model: Transformer, stop_ids: Iterable[int] = (), tokenizer: BPETokenizer | None = None,
+                 *, max_running: int = 64, cache_tokens: int | None = None, block_size: int = 16,
+                 max_prefill_tokens: int = 1024) -> None:
+        if min(max_running, block_size, max_prefill_tokens) < 1 or (cache_tokens is not None and cache_tokens < 1):
+            raise ScratchError("max_running, block_size, max_prefill_tokens and cache_tokens must be positive")
         self.model = model.eval()
-        self.stop_ids = stop_ids
-        self.device = next(model.parameters()).device
+        self.stop_ids = frozenset(stop_ids)
+        self.tokenizer = tokenizer
+        cfg = model.cfg
+        param = next(model.parameters())
+        self.device = param.device
+        self.block_size = block_size
+        num_blocks = -(-(cache_tokens or max_running * cfg.max_seq_len) // block_size) + 1  # + the trash block
+        self.pool = BlockPool(num_blocks)
+        self.cache = PagedKVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, num_blocks, block_size, param.dtype,
+                                  self.device)
+        self.scheduler = Scheduler(self.pool, block_size, max_running, max_prefill_tokens)
+        self._block_offsets = torch.arange(block_size, device=self.device)
+        self._key_positions = torch.arange(cfg.max_seq_len, device=self.device)
+        self.sequences: dict[str, Seq] = {}
+        self._ids = itertools.count()
+        self.prompt_tokens = self.prefilled_tokens = self.generated_tokens = 0
 
     @property
     def context_len(self) -> int:
         return self.model.cfg.max_seq_len
 
-    @torch.inference_mode()
-    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yield new token ids one by one; stops at a stop token (not yielded) or the token budget."""
+    @property
+    def capacity(self) -> int:
+        """Tokens the KV pool holds."""
+        return self.pool.usable * self.block_size
+
+    def check(self, prompt: Sequence[int], params: SamplingParams) -> None:
+        """Refuse a request the engine cannot serve, with one line that says why (safe from any thread)."""
         params.check()
         if not prompt:
-            raise ScratchError("the prompt is empty")
+            raise ScratchError("the prompt is empty; give at least one token")
+        vocab = self.model.cfg.vocab_size
+        if not all(0 <= t < vocab for t in prompt):
+            bad = next(t for t in prompt if not 0 <= t < vocab)
+            raise ScratchError(f"the prompt holds token id {bad}, outside the model's vocabulary 0..{vocab - 1}")
         if len(prompt) >= self.context_len:
             raise ScratchError(f"the prompt is {len(prompt)} tokens, but the model's context is {self.context_len}; "
                                "shorten the prompt")
-        budget = min(params.max_new_tokens, self.context_len - len(prompt))
-        cfg = self.model.cfg
-        cache = KVCache(cfg.n_layers, 1, cfg.n_kv_heads, len(prompt) + budget, cfg.head_dim,
-                        next(self.model.parameters()).dtype, self.device)
+        if params.stop and self.tokenizer is None:
+            raise ScratchError("stop strings need an engine with a tokenizer")
+        needed = len(prompt) + self.budget(len(prompt), params)
+        if needed > self.capacity:
+            raise ScratchError(f"the prompt and max_new_tokens need {needed} tokens of KV cache, but it holds "
+                               f"{self.capacity}; lower max_new_tokens or build the engine with more cache_tokens")
+
+    def budget(self, prompt_len: int, params: SamplingParams) -> int:
+        return min(params.max_new_tokens, self.context_len - prompt_len)
+
+    def add_request(self, prompt: Sequence[int], params: SamplingParams, request_id: str | None = None) -> str:
+        self.check(prompt, params)
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self.sequences:
+            raise ScratchError(f"request id {request_id} is already in the engine")
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        tokens = torch.tensor([prompt], device=self.device)
-        pos = 0
-        for _ in range(budget):
-            logits = self.model(tokens, cache=cache, start_pos=pos)[:, -1]
-            pos += tokens.shape[1]
-            next_id = sample(logits, params, generator)
-            token = int(next_id.item())
-            if token in self.stop_ids:
-                return
-            yield token
-            tokens = next_id.view(1, 1)
+        text = None
+        if self.tokenizer is not None:
+            text = OutputText(self.tokenizer.tok, list(prompt), params.stop, params.skip_special_tokens)
+        seq = Seq(request_id, list(prompt), params, self.budget(len(prompt), params),
+                  self.stop_ids | frozenset(params.stop_token_ids), generator, text)
+        self.sequences[request_id] = seq
+        self.scheduler.add(seq)
+        self.prompt_tokens += len(prompt)
+        return request_id
 
-    def generate(self, prompt: list[int], params: SamplingParams) -> list[int]:
-        return list(self.stream(prompt, params))
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """End a request now and free its blocks; None if it already finished (or never was)."""
+        seq = self.sequences.pop(request_id, None)
+        if seq is None:
+            return None
+        self.scheduler.remove(seq)
+        return self._output(seq, [], [], [], "", "abort", None)
+
+    def has_work(self) -> bool:
+        return bool(self.sequences)
+
+    def metrics(self) -> EngineMetrics:
+        return EngineMetrics(
+            running=len(self.scheduler.running), waiting=len(self.scheduler.waiting),
+            blocks_in_use=self.pool.in_use, blocks_total=self.pool.usable, blocks_cached=len(self.pool.evictable),
+            prompt_tokens=self.prompt_tokens, cached_tokens=self.scheduler.cached_tokens,
+            prefilled_tokens=self.prefilled_tokens, generated_tokens=self.generated_tokens,
+            preemptions=self.scheduler.preemptions)
+
+    @torch.inference_mode()
+    def step(self) -> list[RequestOutput]:
+        decode, prefill = self.scheduler.schedule()
+        outputs = []
+        if prefill:
+            self.prefilled_tokens += sum(n for _, n in prefill)
+            outputs += self._forward(prefill)
+        if decode:
+            outputs += self._forward([(s, 1) for s in decode])
+        return outputs
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
+                 ) -> list[Completion]:
+        """Complete every prompt (all in one batch, as memory allows); for a caller that owns the engine."""
+        if isinstance(params, SamplingParams):
+            params = [params] * len(prompts)
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        done = {i: Completion(i) for i in ids}
+        while any(i in self.sequences for i in ids):
+            for out in self.step():
+                done[out.request_id].add(out)
+        return [done[i] for i in ids]
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[RequestOutput]:
+        """One request's outputs as they come; closing the iterator early aborts the request."""
+        request_id = self.add_request(prompt, params)
+        try:
+            while request_id in self.sequences:
+                yield from (out for out in self.step() if out.request_id == request_id)
+        finally:
+            self.abort(request_id)
+
+    def _forward(self, rows: list[tuple[Seq, int]]) -> list[RequestOutput]:
+        """Compute the next n tokens of each (sequence, n) row in one forward; sample after the rows that
+        reach their last token."""
+        logits = self.model(self._inputs(rows), cache=self.cache, **self._placement(rows))
+        finished_rows = []
+        for i, (seq, n) in enumerate(rows):
+            seq.num_computed += n
+            self.scheduler.register_full_blocks(seq)
+            if seq.to_compute == 0:
+                finished_rows.append((i, n - 1))
+        if not finished_rows:
+            return []
+        index = torch.tensor(finished_rows, device=self.device)
+        seqs = [rows[i][0] for i, _ in finished_rows]
+        sampled = sample(logits[index[:, 0], index[:, 1]], [s.params for s in seqs], [s.generator for s in seqs])
+        return [self._append(seq, token, logprob, top)
+                for seq, token, logprob, top in zip(seqs, sampled.tokens, sampled.logprobs, sampled.top, strict=True)]
+
+    def _inputs(self, rows: list[tuple[Seq, int]]) -> torch.Tensor:
+        """Token ids (rows, width): row i holds its tokens start_i .. start_i + n_i - 1, padded to the widest
+        row. Tells the cache where each new token's keys go (padding: the trash block) and which slots each
+        row reads: its keys 0 .. start_i + n_i - 1, padded to the longest row with the trash block."""
+        bs = self.block_size
+        width = max(n for _, n in rows)
+        keys = max(s.num_computed + n for s, n in rows)
+        table_width = -(-keys // bs)
+        tokens, write, tables = [], [], []
+        for seq, n in rows:
+            start = seq.num_computed
+            tokens.append(seq.tokens[start:start + n] + [0] * (width - n))
+            write += [seq.blocks[p // bs] * bs + p % bs for p in range(start, start + n)]
+            write += [TRASH_BLOCK * bs] * (width - n)
+            tables.append(seq.blocks[:table_width] + [TRASH_BLOCK] * (table_width - len(seq.blocks)))
+        read = torch.tensor(tables, device=self.device).unsqueeze(2) * bs + self._block_offsets
+        self.cache.set_step(torch.tensor(write, device=self.device), read.view(len(rows), -1)[:, :keys])
+        return torch.tensor(tokens, device=self.device)
+
+    def _placement(self, rows: list[tuple[Seq, int]]) -> dict[str, int | torch.Tensor]:
+        """Where the rows' tokens sit, as the model takes it. Rows that all start at one position with
+        as many tokens (one sequence; the samples of one prompt in step) need no mask: the model's own
+        causal attention over the cache is theirs. Otherwise every token's position, and a mask that lets
+        it see its row's keys up to itself; a padding token sits at position 0 and sees one key (a row
+        of nothing but masked keys would give NaNs)."""
+        first, n = rows[0][0].num_computed, rows[0][1]
+        if all(s.num_computed == first and m == n for s, m in rows):
+            return {"start_pos": first}
+        width = max(m for _, m in rows)
+        positions = torch.tensor([list(range(s.num_computed, s.num_computed + m)) + [0] * (width - m)
+                                  for s, m in rows], device=self.device)
+        keys = self.cache.keys
+        mask = self._key_positions[:keys] <= positions.unsqueeze(2)
+        return {"positions": positions, "mask": mask.unsqueeze(1)}
+
+    def _append(self, seq: Seq, token: int, logprob: float, top: list[tuple[int, float]]) -> RequestOutput:
+        """Add a sampled token to its sequence and decide whether the sequence ends here."""
+        seq.tokens.append(token)
+        self.generated_tokens += 1
+        reason, stop_reason, stop_string = None, None, None
+        if token in seq.stop_ids:
+            reason, stop_reason = "stop", token
+        elif seq.text is not None and (stop_string := seq.text.add(token)) is not None:
+            reason, stop_reason = "stop", stop_string
+        elif seq.num_output == seq.budget:
+            reason = "length"
+        text = ""
+        if seq.text is not None:
+            if reason is not None and stop_string is None:
+                seq.text.finish()
+            text = seq.text.take(finished=reason is not None)
+        if reason is not None:
+            del self.sequences[seq.request_id]
+            self.scheduler.remove(seq)
+        return self._output(seq, [token], [logprob], [top] if top else [], text, reason, stop_reason)
+
+    def _output(self, seq: Seq, tokens: list[int], logprobs: list[float], top: list[list[tuple[int, float]]],
+                text: str, reason: str | None, stop_reason: int | str | None) -> RequestOutput:
+        return RequestOutput(seq.request_id, tokens, logprobs, top, text, reason is not None, reason, stop_reason,
+                             seq.prompt_len, seq.cached_tokens, seq.num_output)

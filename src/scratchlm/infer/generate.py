@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from scratchlm.errors import ScratchError
 from scratchlm.hardware import resolve_device
-from scratchlm.infer.engine import Engine, SamplingParams
+from scratchlm.infer.engine import Engine
+from scratchlm.infer.sampling import SamplingParams
 from scratchlm.run import load_run
 from scratchlm.tokenizer import BPETokenizer
 
@@ -19,34 +21,27 @@ def stop_ids(tokenizer: BPETokenizer) -> set[int]:
     return {tokenizer.eos_id, tokenizer.bos_id}
 
 
-def decode_stream(tokenizer: BPETokenizer, ids: Iterator[int]) -> Iterator[str]:
-    """Turn token ids into text pieces as they arrive. A character can span several byte-level tokens,
-    so a piece is emitted only once the decoded text stops ending in an unfinished character."""
-    done: list[int] = []
-    shown = ""
-    for token in ids:
-        done.append(token)
-        text = tokenizer.decode(done)
-        if text.endswith("\ufffd"):
-            continue
-        yield text[len(shown):]
-        shown = text
-    text = tokenizer.decode(done)
-    if text != shown:
-        yield text[len(shown):]
-
-
 def generate_text(run_dir: str | Path, prompt: str, params: SamplingParams, device: str = "auto"
                   ) -> Iterator[str]:
+    """The continuation of prompt, piece by piece as it is generated."""
+    if not prompt:
+        raise ScratchError("the prompt is empty; give --prompt TEXT")
+    params.check()
     _, tokenizer, model = load_run(run_dir, resolve_device(device))
-    engine = Engine(model, stop_ids(tokenizer))
-    yield from decode_stream(tokenizer, engine.stream(tokenizer.encode(prompt, bos=True), params))
+    ids = tokenizer.encode(prompt, bos=True)
+    # One sequence: a cache for it alone, not for a server's worth of them.
+    cache_tokens = min(len(ids) + params.max_new_tokens, model.cfg.max_seq_len)
+    engine = Engine(model, stop_ids(tokenizer), tokenizer, max_running=1, cache_tokens=cache_tokens)
+    for out in engine.stream(ids, params):
+        yield out.text
 
 
 def print_samples(run_dir: Path, n: int = 3, max_new_tokens: int = 160) -> None:
+    """n samples from the run's latest weights, generated together as one batch."""
     _, tokenizer, model = load_run(run_dir, resolve_device("auto"))
-    engine = Engine(model, stop_ids(tokenizer))
-    for i, prompt in enumerate((SAMPLE_PROMPTS * n)[:n]):
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8, top_k=50, seed=i)
-        text = tokenizer.decode(engine.generate(tokenizer.encode(prompt, bos=True), params))
-        print(f"\n--- sample {i + 1} ---\n{prompt}{text}")
+    engine = Engine(model, stop_ids(tokenizer), tokenizer, max_running=n)
+    prompts = (SAMPLE_PROMPTS * n)[:n]
+    params = [SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8, top_k=50, seed=i) for i in range(n)]
+    done = engine.generate([tokenizer.encode(p, bos=True) for p in prompts], params)
+    for i, (prompt, completion) in enumerate(zip(prompts, done, strict=True)):
+        print(f"\n--- sample {i + 1} ---\n{prompt}{completion.text}")
