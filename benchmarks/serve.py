@@ -137,9 +137,11 @@ def main() -> None:
     server.wait_idle()
     hits_before = server.metric("scratchlm_prefix_cache_hit_tokens_total")
     length, cold, warm = asyncio.run(prefix_ttft(server, model, context, args.prefix_rounds, args.seed))
-    hits = server.metric("scratchlm_prefix_cache_hit_tokens_total") - hits_before
+    hits_after = server.metric("scratchlm_prefix_cache_hit_tokens_total")
+    supplied = "" if hits_before is None else (f"; the cache supplied {hits_after - hits_before:.0f} prompt tokens "
+                                               f"over {args.prefix_rounds + 1} rounds")
     print(f"prefix cache: a {length}-token prefix, TTFT new {cold * 1000:.1f} ms, cached {warm * 1000:.1f} ms "
-          f"({cold / warm:.1f}x); the cache supplied {hits:.0f} prompt tokens over {args.prefix_rounds + 1} rounds")
+          f"({cold / warm:.1f}x){supplied}")
     status = server.stop()
     if status is not None:
         print(f"server stopped with SIGTERM: exit status {status}")

@@ -62,24 +62,26 @@ class Server:
             return response.read()
 
     def health(self) -> dict:
-        return json.loads(self.get("/health"))
+        """scratchlm's /health JSON ({} from a server whose /health has no body, such as vLLM's)."""
+        return json.loads(self.get("/health") or b"{}")
 
     def model(self) -> dict:
         return json.loads(self.get("/v1/models"))["data"][0]
 
-    def metric(self, name: str) -> float:
-        """One unlabelled sample of /metrics."""
+    def metric(self, name: str) -> float | None:
+        """One unlabelled sample of /metrics (None if the server has no such metric)."""
         for line in self.get("/metrics").decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
-        raise KeyError(name)
+        return None
 
     def wait_idle(self, timeout: float = 60) -> dict:
+        """/health once nothing runs, waits or holds a KV block (or once timeout seconds have passed)."""
         deadline = time.monotonic() + timeout
         while True:
             health = self.health()
-            if (health["running"] == health["waiting"] == health["kv_blocks_in_use"] == 0
-                    or time.monotonic() > deadline):
+            busy = [health.get(key, 0) for key in ("running", "waiting", "kv_blocks_in_use")]
+            if not any(busy) or time.monotonic() > deadline:
                 return health
             time.sleep(0.1)
 

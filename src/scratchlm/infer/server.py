@@ -77,7 +77,7 @@ class Metrics:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("scratchlm_requests", "API requests by endpoint and HTTP status",
+        self.requests = Counter("scratchlm_requests", "Requests by route and HTTP status",
                                 ["endpoint", "status"], registry=self.registry)
         self.ttft = Histogram("scratchlm_time_to_first_token_seconds", "From a request's arrival to its first token",
                               buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -86,7 +86,9 @@ class Metrics:
         self.registry.register(EngineCollector(engine))
 
     def count(self, request: Request, status: int) -> None:
-        self.requests.labels(request.url.path, str(status)).inc()
+        """One request, labelled by its route ("other" for a path no route has: labels must stay few)."""
+        route = request.scope.get("route")
+        self.requests.labels(getattr(route, "path", "other"), str(status)).inc()
 
 
 class Timing:
@@ -97,8 +99,8 @@ class Timing:
         self.start = time.perf_counter()
         self.first = False
 
-    def output(self) -> None:
-        if not self.first:
+    def output(self, out: RequestOutput) -> None:
+        if out.token_ids and not self.first:
             self.first = True
             self.metrics.ttft.observe(time.perf_counter() - self.start)
 
@@ -129,6 +131,10 @@ class Batch:
 
 async def merged(handles: Sequence[RequestHandle]) -> AsyncIterator[tuple[int, RequestOutput]]:
     """The outputs of several requests as they come, each with its request's index."""
+    if len(handles) == 1:  # the common case, without a task per output
+        async for out in handles[0]:
+            yield 0, out
+        return
     iterators = [aiter(h) for h in handles]
     pending = {asyncio.ensure_future(anext(it)): i for i, it in enumerate(iterators)}
     try:
@@ -286,7 +292,7 @@ class ModelServer:
 
         async def fill() -> None:
             async for i, out in merged(batch.handles):
-                timing.output()
+                timing.output(out)
                 batch.note(i, out)
                 choices[i].add(out)
 
@@ -350,7 +356,7 @@ class ModelServer:
 
     async def outputs(self, batch: Batch, timing: Timing) -> AsyncIterator[tuple[int, RequestOutput]]:
         async for i, out in merged(batch.handles):
-            timing.output()
+            timing.output(out)
             batch.note(i, out)
             yield i, out
 
