@@ -5,19 +5,24 @@ deterministic), the counts against the chat format's own rendering."""
 
 import asyncio
 import json
+import math
+import random
 import signal
 import socket
 
 import openai
 import pytest
+import torch
 from openai import AsyncOpenAI, OpenAI
+from tokenizers import pre_tokenizers, trainers
 
 from scratchlm.chat import generation_stop_ids, load_chat_format
 from scratchlm.infer.engine import Engine
 from scratchlm.infer.sampling import SamplingParams
 from scratchlm.run import load_run
+from scratchlm.tokenizer import new_bpe
 
-from conftest import run_cli
+from conftest import WORDS, run_cli
 from live_server import make_run, start_server
 
 KEY = "test-key"
@@ -178,6 +183,16 @@ def test_same_seed_same_text(client):
     assert sample(7) == sample(7) and sample(7) != sample(8)
 
 
+def test_top_k_one_leaves_only_the_greedy_token(client):
+    """At a high temperature sampling wanders off the greedy path (the control); top_k 1 brings it back."""
+    def text(**sampling) -> str:
+        return client.completions.create(model="chatrun", prompt="the cat", max_tokens=16, seed=1,
+                                         extra_body={"ignore_eos": True, **sampling}).choices[0].text
+
+    greedy = text(temperature=0)
+    assert text(temperature=5) != greedy and text(temperature=5, top_k=1) == greedy
+
+
 def test_stop_strings_end_the_text_before_them(client):
     full = client.completions.create(model="chatrun", prompt="the cat", max_tokens=40, temperature=0,
                                      extra_body={"ignore_eos": True}).choices[0].text
@@ -322,13 +337,16 @@ def test_health_and_metrics(client, server):
 
 
 def test_sigterm_finishes_what_runs_and_exits_0(run, tmp_path):
-    """The key may come from SCRATCHLM_API_KEY; a stream in flight when SIGTERM comes still ends well."""
-    live = start_server(run, tmp_path / "serve.log", env={"SCRATCHLM_API_KEY": "env-key"})
+    """The key may come from SCRATCHLM_API_KEY, the model id from --model-name; a stream in flight when
+    SIGTERM comes still ends well."""
+    live = start_server(run, tmp_path / "serve.log", "--model-name", "tiny-chat", env={"SCRATCHLM_API_KEY": "env-key"})
     try:
-        assert live.get("/v1/models")[0] == 401 and live.get("/v1/models", key="env-key")[0] == 200
+        assert live.get("/v1/models")[0] == 401
+        status, body = live.get("/v1/models", key="env-key")
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["tiny-chat"]
         assert "127.0.0.1" in live.url
         client = OpenAI(base_url=live.url + "/v1", api_key="env-key", max_retries=0)
-        stream = client.completions.create(model="chatrun", prompt="the", max_tokens=150, stream=True,
+        stream = client.completions.create(model="tiny-chat", prompt="the", max_tokens=150, stream=True,
                                            extra_body={"ignore_eos": True})
         chunks = [next(iter(stream))]
         live.proc.send_signal(signal.SIGTERM)
@@ -348,3 +366,58 @@ def test_a_taken_port_and_a_missing_run_are_one_line(server, tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_cli("serve", str(tmp_path / "nope"), "--port", "0", check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------ an imported model, its own template
+
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                   "{{ m['content'] }}<|eot_id|>{% endfor %}"
+                   "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def llama3(tmp_path_factory):
+    """A random transformers Llama with a Llama 3 style chat template (turns end at <|eot_id|>), saved as
+    save_pretrained writes it, imported with scratchlm import-hf, and served."""
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("llama3")
+    rng = random.Random(0)
+    tok = new_bpe()
+    tok.train_from_iterator([" ".join(rng.choice(WORDS) for _ in range(20)) for _ in range(300)],
+                            trainers.BpeTrainer(vocab_size=330, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                show_progress=False))
+    tok.add_special_tokens(LLAMA3_SPECIALS)
+    begin, end, eot = (tok.token_to_id(t) for t in ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"))
+    config = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=128, bos_token_id=begin, eos_token_id=[end, eot])
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():  # logits of unit scale: greedy tokens far from ties
+        for p in model.parameters():
+            p.normal_(1, 0.3) if p.ndim == 1 else p.normal_(0, 1 / math.sqrt(p.shape[-1]))
+    model.save_pretrained(root / "hf")
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                                                  eos_token="<|eot_id|>", chat_template=LLAMA3_TEMPLATE)
+    hf_tok.save_pretrained(root / "hf")
+    run_cli("import-hf", str(root / "hf"), str(root / "llama3"))
+    live = start_server(root / "llama3", root / "serve.log")
+    yield model.eval(), hf_tok, live
+    assert live.stop() == 0, live.log.read_text()
+
+
+def test_an_imported_model_chats_in_its_own_template_as_transformers_does(llama3):
+    model, hf_tok, live = llama3
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat sat on the mat"}]
+    client = OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+    done = client.chat.completions.create(model="llama3", messages=messages, max_tokens=12, temperature=0)
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert done.usage.prompt_tokens == len(ids)
+    stops = [hf_tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12, eos_token_id=stops,
+                             pad_token_id=stops[0])[0, len(ids):].tolist()
+    assert done.usage.completion_tokens == len(out) > 3
+    assert done.choices[0].message.content == hf_tok.decode(out, skip_special_tokens=True)
+    assert done.choices[0].finish_reason == ("stop" if out[-1] in stops else "length")
