@@ -107,17 +107,25 @@ def chat_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def completion_prompts(request: CompletionRequest, tokenizer: BPETokenizer) -> list[tuple[str, list[int]]]:
-    """Each prompt as (text, ids): text is encoded with the tokenizer's bos convention, ids are taken as
-    they are and decoded for the text (what echo returns)."""
+def completion_prompts(request: CompletionRequest) -> list[str | list[int]]:
+    """The request's prompts as a list: each a text or a list of token ids."""
     prompt = request.prompt
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
         prompt = [prompt]
     if not prompt:
         raise APIError(400, "prompt is empty; give a string, a list of strings or a list of token ids",
                        param="prompt")
-    return [(p, tokenizer.encode(p, bos=tokenizer.add_bos)) if isinstance(p, str) else
-            (tokenizer.decode(p, skip_special=request.skip_special_tokens), list(p)) for p in prompt]
+    return prompt
+
+
+def prompt_ids(prompt: str | list[int], tokenizer: BPETokenizer) -> list[int]:
+    """A text encoded with the tokenizer's bos convention; ids as they are."""
+    return tokenizer.encode(prompt, bos=tokenizer.add_bos) if isinstance(prompt, str) else list(prompt)
+
+
+def prompt_text(prompt: str | list[int], tokenizer: BPETokenizer, skip_special: bool) -> str:
+    """What echo returns: the text as given, or the ids decoded."""
+    return prompt if isinstance(prompt, str) else tokenizer.decode(prompt, skip_special=skip_special)
 
 
 def refuse_unsupported(request: CompletionRequest) -> None:

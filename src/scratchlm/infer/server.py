@@ -255,10 +255,11 @@ class ModelServer:
         timing = Timing(self.metrics)
         self.check_model(body.model)
         api.refuse_unsupported(body)
-        prompts = api.completion_prompts(body, self.tokenizer)
-        batch = self.submit(body, [ids for _, ids in prompts])
+        prompts = api.completion_prompts(body)
+        batch = self.submit(body, [api.prompt_ids(p, self.tokenizer) for p in prompts])
         names = self.names if body.logprobs is not None else None
-        echoed = [text if body.echo else "" for text, _ in prompts for _ in range(body.n)]
+        echoed = [api.prompt_text(p, self.tokenizer, body.skip_special_tokens) if body.echo else ""
+                  for p in prompts for _ in range(body.n)]
         if body.stream:
             maker = api.ChunkMaker("completion", api.new_id("cmpl"), self.model_name, body.include_usage)
             return self.stream(request, self.completion_events(batch, maker, names, echoed, timing))
