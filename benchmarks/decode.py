@@ -86,17 +86,22 @@ def batch1(model: Transformer, dtype: torch.dtype, rounds: int, prompt_len: int,
 
 
 def concurrent(model: Transformer, prompt_len: int, new: int) -> dict[int, float]:
-    """Output tokens/s of the engine with n sequences submitted together."""
+    """Output tokens/s of the engine with n sequences submitted together, their prompts between half and
+    one and a half times prompt_len tokens long."""
     engine = Engine(model, max_running=max(CONCURRENCY))
     rng = random.Random(0)
-    vocab = model.cfg.vocab_size
+
+    def prompts(n: int) -> list[list[int]]:
+        lengths = [rng.randint(prompt_len // 2, prompt_len * 3 // 2) for _ in range(n)]
+        return [[rng.randrange(model.cfg.vocab_size) for _ in range(length)] for length in lengths]
+
     params = SamplingParams(max_new_tokens=new, temperature=0)
-    engine.generate([[rng.randrange(vocab) for _ in range(prompt_len)] for _ in range(4)], params)  # warm-up
+    engine.generate(prompts(4), params)  # warm-up
     result = {}
     for n in CONCURRENCY:
-        prompts = [[rng.randrange(vocab) for _ in range(prompt_len)] for _ in range(n)]
+        batch = prompts(n)
         start = time.perf_counter()
-        done = engine.generate(prompts, params)
+        done = engine.generate(batch, params)
         elapsed = time.perf_counter() - start
         result[n] = sum(len(c.token_ids) for c in done) / elapsed
     return result
@@ -109,7 +114,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     ratios, speedups = [], []
     for shape in args.shapes:

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, a small corpus prepared once per session, a CLI runner."""
+"""Shared fixtures: tiny configs, a small corpus prepared once per session, a CLI runner, a log of fsyncs."""
 
 from __future__ import annotations
 
@@ -65,3 +65,33 @@ def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subproce
     if check and proc.returncode != 0:
         raise AssertionError(f"scratchlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def record_syncs(monkeypatch) -> list[tuple[str, object]]:
+    """Every fsync (by the inode it flushed) and every rename or replace (by the source's name), in order."""
+    events: list[tuple[str, object]] = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def rename(src, dst, *args, **kwargs):
+        events.append(("rename", os.path.basename(src)))
+        real_rename(src, dst, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("rename", os.path.basename(src)))
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def synced_before_and_after(events, renamed: str) -> tuple[set, set]:
+    """Inodes flushed before the rename of `renamed`, and after it."""
+    at = events.index(("rename", renamed))
+    return ({ino for kind, ino in events[:at] if kind == "fsync"},
+            {ino for kind, ino in events[at + 1:] if kind == "fsync"})

@@ -61,3 +61,34 @@ def test_parse_overrides_forms():
         "optim.lr": "3e-4", "train.compile": "true", "optim.beta1": "-0.5"}
     with pytest.raises(ScratchError, match="needs a value"):
         parse_overrides(["--optim.lr"])
+
+
+@pytest.mark.parametrize("key,value", [("optim.lr", "nan"), ("optim.lr", "inf"), ("optim.beta1", "NaN"),
+                                       ("model.rope_theta", "-inf"), ("data.val_fraction", float("nan"))])
+def test_non_finite_numbers_are_refused_by_name(key, value):
+    with pytest.raises(ScratchError, match=rf"'{key}' wants a finite number"):
+        load_config("tiny", overrides={key: value})
+
+
+@pytest.mark.parametrize("key,value", [("optim.lr", True), ("train.max_steps", False), ("train.max_steps", "inf")])
+def test_a_bool_or_infinity_is_no_number(key, value):
+    """YAML reads `lr: true` as a bool, which Python would take for the number 1."""
+    with pytest.raises(ScratchError, match=f"'{key}' wants"):
+        load_config("tiny", overrides={key: value})
+
+
+@pytest.mark.parametrize("content,message", [(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8 text"),
+                                             ("optim:\n  lr: 1e-3  # caf\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+                                             (b"optim:\n  lr: 1e-3\x00\n", "not valid YAML")])
+def test_a_config_file_that_is_not_yaml_text(tmp_path, content, message):
+    path = tmp_path / "my.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ScratchError, match=message) as err:
+        load_config(config_file=path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == content
+
+
+def test_a_folder_is_no_config_file(tmp_path):
+    with pytest.raises(ScratchError, match="is a folder"):
+        load_config(config_file=tmp_path)

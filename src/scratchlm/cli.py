@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named model + training preset: tiny, 125m, 350m, 1b, 3b, 7b, 13b, 70b")
     p.add_argument("--config", help="a YAML file of config sections (e.g. a run's config.yaml)")
-    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG]")
+    p.add_argument("--data", help="data source: embedded | PATH | DIR | GLOB | hf:NAME[:CONFIG] | a folder that "
+                                  "scratchlm prepare wrote")
     p.add_argument("--max-steps", type=int, help="optimizer steps to train (train.max_steps)")
 
 
@@ -139,10 +141,13 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm import atomic
     from scratchlm.data import corpus
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm corpus --help")
+    atomic.check_output_file(args.out, "--out")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     try:
         lines = corpus.write_jsonl(args.out, args.split, args.n, seed=args.seed, kind=args.kind)
     except ValueError as exc:
@@ -175,6 +180,8 @@ def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.parallel.planner import plan
 
+    if not math.isfinite(args.gpu_mem_gb) or args.gpu_mem_gb <= 0:
+        raise ScratchError(f"--gpu-mem-gb must be a GPU's memory in GB, such as 80; got {args.gpu_mem_gb}")
     cfg = _resolve(args, extra)
     t = cfg.train
     checkpointing = args.activation_checkpointing
@@ -198,6 +205,38 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"recommended: dp {best['dp']} x tp {best['tp']} x pp {best['pp']}: {best['reason']}")
     print(f"  torchrun ... scratchlm pretrain --parallel.tp {best['tp']} --parallel.pp {best['pp']} "
           "--parallel.dp_shard -1")
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.eval.evaluate import evaluate, parse_tasks
+    from scratchlm.eval.task import EvalOptions
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm eval --help")
+    options = EvalOptions(data=args.data, limit=args.limit, fewshot=args.fewshot, fewshot_data=args.fewshot_data,
+                          fewshot_sampler=args.fewshot_sampler, fewshot_seed=args.fewshot_seed,
+                          max_new_tokens=args.max_new_tokens, chat=args.chat, samples=args.samples,
+                          temperature=args.temperature, seed=args.seed)
+
+    def show(result, path) -> None:
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        m = result.metrics
+        scores = ", ".join(f"{k} {v:.4f}" + ("" if m.get(f"{k}_stderr") is None else f" ± {m[f'{k}_stderr']:.4f}")
+                           for k, v in m.items() if not k.endswith("_stderr"))
+        print(f"{result.task} (n={len(result.samples)}): {scores}; {path}")
+
+    evaluate(args.run_dir, parse_tasks(args.tasks), options, device=args.device, batch_size=args.batch_size,
+             on_result=show)
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.eval.report import report
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm report --help")
+    md, page = report(args.run_dir)
+    print(f"report card: {md} and {page}")
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature: float) -> None:
@@ -290,6 +329,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="a local model directory, or a hub id such as owner/name")
     p.add_argument("out_run_dir")
     p.set_defaults(func=cmd_import_hf)
+
+    p = sub.add_parser("eval", allow_abbrev=False, help="score a run on tasks, as lm-evaluation-harness scores them",
+                       epilog="Tasks: gsm8k, story_questions, arc, hellaswag, mmlu, bpb. Writes RUN_DIR/eval/"
+                              "<task>.json and <task>_samples.jsonl; see docs/eval.md.")
+    p.add_argument("run_dir")
+    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. gsm8k,story_questions,bpb")
+    p.add_argument("--data", help="the task's data: a .jsonl/.parquet/.txt file or hf:NAME[:CONFIG[:SPLIT]] "
+                                  "(default: embedded held-out data, or the task's hub dataset)")
+    p.add_argument("--limit", type=int, help="evaluate the first N records")
+    p.add_argument("--fewshot", type=int, help="gsm8k: solved examples before each question (default 5; 0 in chat)")
+    p.add_argument("--fewshot-data", help="gsm8k: where the examples come from (default: embedded train problems)")
+    p.add_argument("--fewshot-sampler", default="first_n", help="first_n (the first k) | random (lm-eval's draw)")
+    p.add_argument("--fewshot-seed", type=int, default=1234, help="seed of --fewshot-sampler random")
+    p.add_argument("--max-new-tokens", type=int, help="gsm8k: tokens to generate at most (default 256, or half "
+                                                       "the context)")
+    p.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                   help="gsm8k: ask through the chat format (default: when the run's lineage holds an SFT stage)")
+    p.add_argument("--samples", type=int, default=1, help="gsm8k: completions per question, for pass@k")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampled completions")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per forward when scoring log-likelihoods")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", allow_abbrev=False,
+                       help="the report card of a run and its ancestors: scores, loss curves, sample answers")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("corpus", allow_abbrev=False,
                        help="write the embedded corpus (stories, math problems, conversations) to a .jsonl file")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,15 +213,18 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             if str(value).lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError
+        if typ in (int, float) and isinstance(value, bool):
+            raise ValueError  # YAML's `lr: true` is a bool, which Python would take as the number 1
         if typ is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
             as_float = float(value)  # accepts 1e6 and 8_192 alike
-            if not as_float.is_integer():
+            if not as_float.is_integer():  # nan and inf included
                 raise ValueError
             return int(as_float)
         if typ is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ScratchError(f"config key '{key}' wants a finite number, got {value!r}")
+            return number
         if typ is str:
             return "" if value is None else str(value)
     except (TypeError, ValueError):
@@ -268,12 +272,19 @@ def preset(name: str) -> Config:
 
 
 def read_tree(config_file: str | Path) -> dict[str, Any]:
-    """A YAML config file as a mapping of sections, or a clear refusal."""
+    """A config file's mapping of sections, or one line saying why the file is not one."""
     path = Path(config_file)
+    if path.is_dir():
+        raise ScratchError(f"config file {path} is a folder; give a YAML file such as RUN_DIR/config.yaml")
     if not path.is_file():
         raise ScratchError(f"config file {path} does not exist")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScratchError(f"config file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                           "a config is a YAML file, saved as UTF-8") from None
+    try:
+        tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ScratchError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict):

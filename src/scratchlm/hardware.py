@@ -10,6 +10,8 @@ benchmarks/README.md are measured the same way:
     peak       a GPU's dense bf16 datasheet figure; on a CPU, measured: the best rate of repeated
                n x n matrix products, n in (1024, 2048), for 0.5 s each, cached per CPU, thread count,
                torch version and dtype in scratchlm's cache directory (SCRATCHLM_CACHE)
+    memory     what can still be allocated: a GPU's free memory, or the CPU's available memory (within
+               a container's limit), checked before weights are allocated (check_memory)
 """
 
 from __future__ import annotations
@@ -139,3 +141,36 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
         name = torch.cuda.get_device_name(device)
         return next((v for k, v in GPU_PEAK_BF16 if k in name), None)
     return cpu_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on device: a GPU's free memory; on the CPU, Linux's MemAvailable
+    (free memory plus the page cache it would give back), lowered to what a container's memory limit
+    (cgroup v2) leaves. None where the system does not say: then nothing is refused on a guess."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")), None)
+    if kib is None:
+        return None
+    available = int(kib) * 1024
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return available
+    return available if limit == "max" else min(available, int(limit) - used)
+
+
+def check_memory(nbytes: int, device: torch.device, what: str, fix: str) -> None:
+    """Refuse, before allocating, nbytes that this device's memory cannot hold: one line naming what
+    needs them and the fix, instead of the kernel's out-of-memory killer or an allocator error later."""
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        where = "this GPU" if device.type == "cuda" else "this machine"
+        raise ScratchError(f"{what} needs {nbytes / 2**30:,.1f} GiB, but {where} has {free / 2**30:,.1f} GiB "
+                           f"available; {fix}")
+

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from scratchlm import atomic
 from scratchlm.config import Config, load_config
 from scratchlm.errors import ScratchError
-from scratchlm.model import Transformer, build_model
+from scratchlm.hardware import check_memory
+from scratchlm.model import Transformer, build_model, num_params
 from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer
 from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weights
 
@@ -96,9 +98,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
 
 
 def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None, write: bool = True) -> None:
-    """Refuse a checkpoint trained with another tokenizer, then write config.yaml and tokenizer.json
-    (unless write is False: the other ranks of a torchrun job only check)."""
+    """Refuse a checkpoint trained with another tokenizer, or a run directory that cannot be written, then
+    write config.yaml and tokenizer.json (unless write is False: the other ranks of a torchrun job only check)."""
     run_dir = Path(run_dir)
+    atomic.check_output_dir(run_dir, "--out")
     if ckpt is not None:
         stored_tok = load_tokenizer(run_dir)
         if stored_tok.fingerprint() != tokenizer.fingerprint():
@@ -126,6 +129,10 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
              ) -> tuple[Config, BPETokenizer, Transformer]:
     """The config, tokenizer and latest weights of a run, ready for inference."""
     cfg, tokenizer, ckpt = open_run(run_dir)
+    device = torch.device(device)
+    check_memory(num_params(cfg.model) * torch.get_default_dtype().itemsize, device,
+                 f"the model of {run_dir} ({num_params(cfg.model) / 1e9:.2f}B parameters)",
+                 "run it on a machine or GPU with more memory")
     model = build_model(cfg.model, device)
     load_weights(model, ckpt)
     return cfg, tokenizer, model.eval()

@@ -5,6 +5,7 @@ refused without leaving a half-written folder behind."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,14 +13,15 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models
 
-from scratchlm.config import DataConfig
+from scratchlm.cli import main
+from scratchlm.config import DataConfig, load_config
 from scratchlm.data import prepare as prep
 from scratchlm.data import sources
-from scratchlm.data.prepare import Prepared, default_dir, load_prepared, prepare, shard_dtype
+from scratchlm.data.prepare import Prepared, default_dir, load_prepared, prepare, same_tokenizer, shard_dtype
 from scratchlm.errors import ScratchError
 from scratchlm.tokenizer import BOS, EOS, SPECIAL_TOKENS, BPETokenizer, train_tokenizer
 
-from conftest import write_jsonl
+from conftest import FAST, write_jsonl
 
 VOCAB = 300
 
@@ -261,15 +263,121 @@ def test_no_tmp_folder_after_a_failure_while_writing_shards(tmp_path):
     assert tmp_leftovers(out.parent) == []
 
 
-def test_prepare_into_an_existing_folder_keeps_its_files(prepared, tmp_path):
+def test_prepare_into_a_folder_of_other_files_is_refused_and_keeps_them(prepared, tmp_path):
+    """Writing shards among a user's files would mix the two, and replacing the folder would delete them:
+    the folder is refused, named, and left exactly as it was."""
     folder = tmp_path / "mydata"
     folder.mkdir()
     src = write_jsonl(folder / "docs.jsonl", 10, seed=5)
     notes = folder / "notes.md"
     notes.write_text("my notes")
-    try:
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ScratchError, match="is not a prepared dataset") as err:
         prepare(DataConfig(source=str(src), tokenizer=str(prepared.tokenizer_path), val_fraction=0.5,
                            workers=1, dir=str(folder)))
-    except ScratchError:
-        pass  # refusing to write into a non-empty folder is also fine; deleting it is not
-    assert src.is_file() and notes.read_text() == "my notes"
+    assert str(folder) in str(err.value) and "--data.dir" in str(err.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert tmp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["file", "file/sub"])
+def test_an_output_path_that_cannot_be_a_folder_is_refused_before_any_work(cfg, tmp_path, out):
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(ScratchError, match="is a file"):
+        prepare(cfg, tmp_path / out)
+    assert (tmp_path / "file").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A prepared folder is a data source of its own
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_prepared_folder_is_used_as_it_is(prepared, cfg):
+    """None of the settings that made it are repeated: the folder's shards and tokenizer are the data."""
+    before = {p.name: p.stat().st_mtime_ns for p in prepared.dir.iterdir()}
+    again = prepare(DataConfig(source=str(prepared.dir)))  # default vocab_size, val_fraction, text_field ...
+    assert again.dir == prepared.dir and again.manifest == prepared.manifest
+    assert again.tokenizer().fingerprint() == prepared.manifest["tokenizer_hash"]
+    assert prepare(DataConfig(source=str(prepared.dir), tokenizer=str(prepared.tokenizer_path))).dir == prepared.dir
+    assert {p.name: p.stat().st_mtime_ns for p in prepared.dir.iterdir()} == before
+
+
+def test_a_prepared_folder_refuses_what_would_change_it(prepared, cfg, tmp_path):
+    source = DataConfig(source=str(prepared.dir))
+    with pytest.raises(ScratchError, match=f"train on it with --data {prepared.dir}"):
+        prepare(source, tmp_path / "copy")
+    with pytest.raises(ScratchError, match="--force rebuilds a dataset from its text"):
+        prepare(source, force=True)
+    other = train_tokenizer(sources.documents(replace(cfg, val_fraction=0.5), "train"), VOCAB - 20)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(ScratchError, match="another tokenizer than --data.tokenizer"):
+        prepare(replace(source, tokenizer=str(tmp_path / "other.json")))
+    assert not (tmp_path / "copy").exists()
+
+
+def test_a_data_dir_of_other_settings_points_to_the_folder_as_a_source(prepared, cfg):
+    with pytest.raises(ScratchError, match=f"pass --data {prepared.dir}"):
+        prepare(replace(cfg, val_fraction=0.3))
+
+
+def test_prepare_into_a_folder_inside_the_source_directory(tmp_path):
+    """The shards' own folder is not read as text, neither while it is written nor the next time."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_jsonl(data / f"part{i}.jsonl", 20, seed=i)
+    cfg = DataConfig(source=str(data), vocab_size=VOCAB, val_fraction=0.2, workers=1, dir=str(data / "prepared"))
+    first = prepare(cfg)
+    texts = [json.loads(line)["text"] for i in range(3) for line in (data / f"part{i}.jsonl").read_text().splitlines()]
+    assert first.manifest["splits"]["train"]["docs"] + first.manifest["splits"]["validation"]["docs"] == len(texts)
+    before = {p.name: p.stat().st_mtime_ns for p in first.dir.iterdir()}
+    assert prepare(cfg).manifest == first.manifest  # the same settings digest: reused, not refused
+    assert {p.name: p.stat().st_mtime_ns for p in first.dir.iterdir()} == before
+
+
+DAMAGE = {
+    "manifest garbled": (lambda d: (d / "manifest.json").write_text("{'not': json"), "manifest.json is damaged"),
+    "manifest of something else": (lambda d: (d / "manifest.json").write_text('{"name": "x"}'),
+                                   "not a manifest that scratchlm prepare wrote"),
+    "shard missing": (lambda d: (d / "train_000.bin").unlink(), "train_000.bin is missing"),
+    "shard truncated": (lambda d: (d / "validation_000.bin").write_bytes(b"\x00" * 10),
+                        "validation_000.bin has 10 bytes"),
+    "tokenizer replaced": (lambda d: shutil.copy(d / "other.json", d / "tokenizer.json"),
+                           "not the tokenizer that made the shards"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_prepared_dataset_is_refused_by_name(prepared, tmp_path, damage):
+    spoil, message = DAMAGE[damage]
+    folder = tmp_path / "copy"
+    shutil.copytree(prepared.dir, folder)
+    train_tokenizer(["a different text entirely"] * 5, VOCAB).save(folder / "other.json")
+    spoil(folder)
+    with pytest.raises(ScratchError, match=message) as err:
+        prepare(DataConfig(source=str(folder)))
+    assert "--force" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ranks_must_agree_on_the_tokenizer(prepared, tmp_path):
+    same_tokenizer([prepared, load_prepared(prepared.dir)])
+    other = Prepared(tmp_path / "elsewhere", {**prepared.manifest, "tokenizer_hash": "0123456789abcdef"})
+    with pytest.raises(ScratchError, match="rank 1 .*elsewhere with 0123456789abcdef"):
+        same_tokenizer([prepared, other])
+
+
+def test_prepare_then_pretrain_on_the_folder_as_the_readme_says(source, tmp_path, capsys):
+    """`scratchlm prepare --out D` with its own flags, then `scratchlm pretrain --data D` without them."""
+    folder, run = tmp_path / "prepared", tmp_path / "run"
+    main(["prepare", "--data", str(source), "--out", str(folder), "--data.vocab_size", str(VOCAB),
+          "--data.val_fraction", "0.2", "--data.workers", "1"])
+    made = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    main(["pretrain", "--data", str(folder), "--out", str(run), "--max-steps", "2", "--samples", "0",
+          *[x for flag, value in zip(FAST[::2], FAST[1::2], strict=True) if not flag.startswith("--data.")
+            for x in (flag, value)]])
+    assert f"train tokens in {folder}" in capsys.readouterr().out
+    assert (run / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
+    assert load_config(config_file=run / "config.yaml").model.vocab_size == VOCAB
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == made

@@ -278,3 +278,63 @@ def test_missing_text_field_names_the_available_fields(tmp_path, suffix):
     assert "'text'" in message and "body" in message and "doc_id" in message
     assert "text_field" in message
     assert str(path) in message
+
+
+def test_a_parquet_file_that_is_not_parquet(tmp_path):
+    path = tmp_path / "docs.parquet"
+    path.write_text('{"text": "this is JSON lines, named .parquet"}\n')
+    with pytest.raises(ScratchError, match="is not a Parquet file") as err:
+        list(documents(DataConfig(source=str(path)), "train"))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_txt_file_that_is_binary(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"PK\x03\x04\x14\x00\x00\x00\x08\x00 a zip archive named .txt")
+    with pytest.raises(ScratchError, match="is not a text file") as err:
+        list(documents(DataConfig(source=str(path)), "train"))
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("setting,message", [(dict(val_fraction=0.0), "between 0 and 0.5"),
+                                             (dict(val_fraction=0.9), "between 0 and 0.5"),
+                                             (dict(max_docs=-1), "data.max_docs")])
+def test_check_refuses_settings_that_cannot_split_the_source(tmp_path, setting, message):
+    path = write_jsonl(tmp_path / "docs.jsonl", 5)
+    with pytest.raises(ScratchError, match=message):
+        sources.check(DataConfig(source=str(path), **setting))
+
+
+# --------------------------------------------------------------------------------------------------
+# Prepared folders: a source of their own, and not text inside a directory of text
+# --------------------------------------------------------------------------------------------------
+
+
+def fake_prepared(folder):
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"format": 1}')
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    (folder / "train_000.bin").write_bytes(b"\x00\x01")
+    return folder
+
+
+def test_a_prepared_folder_is_recognised_and_has_no_documents(tmp_path):
+    folder = fake_prepared(tmp_path / "prepared")
+    assert sources.prepared_dir(str(folder)) == folder
+    assert sources.prepared_dir(str(tmp_path)) is None and sources.prepared_dir("embedded") is None
+    cfg = DataConfig(source=str(folder))
+    sources.check(cfg)  # a valid source
+    assert sources.describe(cfg) == f"the prepared dataset {folder}"
+    with pytest.raises(ScratchError, match=f"--data {folder}"):
+        list(documents(cfg, "train"))
+
+
+@pytest.mark.parametrize("pattern", ["{root}", "{root}/**/*"])
+def test_directories_and_globs_skip_the_prepared_folders_inside(tmp_path, pattern):
+    root = tmp_path / "data"
+    root.mkdir()
+    text = write_jsonl(root / "docs.jsonl", 6, seed=2)
+    fake_prepared(root / "prepared")
+    fake_prepared(root / "nested" / "more")
+    docs = all_docs(pattern.format(root=root))
+    assert docs == read_jsonl(text)

@@ -1,11 +1,13 @@
 """The engine against the model's own full forward, against itself run alone, and against transformers."""
 
 import random
+from collections import Counter
 
 import pytest
 import torch
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer import engine as engine_module
 from scratchlm.infer.engine import Completion, Engine
 from scratchlm.infer.sampling import SamplingParams
 from scratchlm.interop.hf import rename
@@ -186,6 +188,41 @@ def test_a_full_pool_makes_requests_wait_and_preempts_and_all_finish_exactly(mod
         assert done[i].token_ids == full_forward(model, prompt, 19)[0]
 
 
+def check_pool(engine: Engine) -> None:
+    """The pool's books balance: every block is free, cached and unheld, or held as often as tables list it."""
+    pool, held = engine.pool, Counter()
+    for seq in engine.scheduler.running:
+        held.update(seq.blocks)
+    assert all(pool.refs[b] == held[b] for b in range(1, pool.num_blocks))
+    assert all(pool.refs[b] == 0 and b in pool.hash_of for b in pool.evictable)
+    assert all(pool.refs[b] == 0 and b not in pool.hash_of for b in pool.free)
+    assert len(held) + pool.available == pool.usable
+    assert all(not s.blocks for s in engine.scheduler.waiting)
+
+
+def test_random_arrivals_aborts_and_preemptions_keep_the_books_and_the_tokens(model):
+    rng = random.Random(3)
+    engine = Engine(model, block_size=4, cache_tokens=48, max_running=6, max_prefill_tokens=16)
+    shared = [rng.randrange(VOCAB) for _ in range(9)]
+    prompts, finished, aborted = {}, {}, set()
+    for step in range(400):
+        if step < 100 and rng.random() < 0.6:
+            prompt = (shared if rng.random() < 0.5 else []) + [rng.randrange(VOCAB) for _ in range(rng.randint(1, 8))]
+            prompts[engine.add_request(prompt, greedy(rng.randint(4, 24)))] = prompt
+        if engine.sequences and rng.random() < 0.05:
+            victim = rng.choice(list(engine.sequences))
+            engine.abort(victim)
+            aborted.add(victim)
+        for out in engine.step():
+            finished.setdefault(out.request_id, Completion(out.request_id)).add(out)
+        check_pool(engine)
+    assert not engine.has_work() and engine.metrics().blocks_in_use == 0 and not engine.scheduler.computing
+    assert engine.metrics().preemptions > 0 and aborted
+    for request_id, completion in finished.items():
+        if request_id not in aborted:
+            assert completion.token_ids == full_forward(model, prompts[request_id], len(completion.token_ids))[0]
+
+
 def test_abort_frees_the_sequences_blocks_at_once(model):
     engine = Engine(model, block_size=4)
     ids = [engine.add_request(list(range(1, 20)), greedy(30)) for _ in range(2)]
@@ -264,6 +301,14 @@ def test_generation_stops_at_the_context_end(model):
 def test_bad_requests_are_refused_in_one_line(model, prompt, params, message):
     with pytest.raises(ScratchError, match=message):
         Engine(model).add_request(prompt, params)
+
+
+def test_the_default_cache_holds_max_running_contexts_up_to_a_ceiling(model, monkeypatch):
+    assert Engine(model, max_running=3).capacity == 3 * 64
+    monkeypatch.setattr(engine_module, "DEFAULT_CACHE_BYTES", 2**20)
+    long_context = build_model(small_model_config(max_seq_len=8192), seed=0)
+    per_token = 2 * 2 * 2 * 16 * 4  # keys and values, 2 layers, 2 kv heads, head_dim 16, fp32
+    assert Engine(long_context).capacity == 2**20 // per_token
 
 
 def test_a_request_larger_than_the_whole_cache_is_refused(model):

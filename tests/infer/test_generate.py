@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratchlm.cli import main
 from scratchlm.infer.generate import generate_text, stop_ids
 from scratchlm.infer.sampling import SamplingParams
 from scratchlm.run import load_run
@@ -34,14 +35,27 @@ def test_sampling_flags(run):
     assert run_cli(*base, "--seed", "1").stdout == run_cli(*base, "--seed", "1").stdout
 
 
-def test_top_k_one_and_a_tiny_top_p_leave_only_the_greedy_token(run):
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`scratchlm ARGS` in this process (argument parsing and the command as the user runs them, without a
+    new interpreter importing torch): exit status, stdout, stderr."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_top_k_one_and_a_tiny_top_p_leave_only_the_greedy_token(run, capsys):
     """At a high temperature, sampling wanders off the greedy path; top-k 1 or a tiny top-p brings it back.
     The first assertion is the control: were the flags ignored, the others would fail."""
-    base = ("generate", str(run), "--prompt", "the cat", "--max-new-tokens", "12", "--seed", "1")
-    greedy = run_cli(*base, "--temperature", "0").stdout
-    assert run_cli(*base, "--temperature", "5").stdout != greedy
-    assert run_cli(*base, "--temperature", "5", "--top-k", "1").stdout == greedy
-    assert run_cli(*base, "--temperature", "5", "--top-p", "1e-6").stdout == greedy
+    base = ("generate", str(run), "--prompt", "the cat", "--max-new-tokens", "12", "--seed", "1", "--device", "cpu")
+    greedy = cli(capsys, *base, "--temperature", "0")[1]
+    assert cli(capsys, *base, "--temperature", "5")[1] != greedy
+    assert cli(capsys, *base, "--temperature", "5", "--top-k", "1")[1] == greedy
+    assert cli(capsys, *base, "--temperature", "5", "--top-p", "1e-6")[1] == greedy
 
 
 def test_an_intermediate_top_p_samples_exactly_the_tokens_that_reach_it(run):
@@ -53,7 +67,7 @@ def test_an_intermediate_top_p_samples_exactly_the_tokens_that_reach_it(run):
         logits = model(torch.tensor([tokenizer.encode(prompt, bos=True)]))[0, -1]
     probs, order = (logits / temperature).softmax(-1).sort(descending=True)
     top_p = float(probs[0] + probs[1] / 2)
-    stops = stop_ids(tokenizer)
+    stops = stop_ids(run, tokenizer)
     allowed = {"" if t in stops else tokenizer.decode([t]) for t in order[:2].tolist()}
 
     def first_tokens(p: float) -> set[str]:
@@ -77,9 +91,9 @@ def test_prompt_longer_than_context(run):
     (("--prompt", "the", "--temperature", "inf"), "temperature must be 0"),
     (("--prompt", "the", "--top-p", "nan"), "top-p must be in"),
 ])
-def test_bad_input_is_one_clear_line(run, flags, message):
-    proc = run_cli("generate", str(run), *flags, check=False)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_input_is_one_clear_line(run, capsys, flags, message):
+    code, _, err = cli(capsys, "generate", str(run), *flags)
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_missing_run_dir(tmp_path):

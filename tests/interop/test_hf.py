@@ -142,8 +142,9 @@ def test_imported_model_matches_transformers(shape, llama_tokenizer, tmp_path):
         assert max_logit_diff(plain, theirs, tokens) > 100 * TOL
 
     prompt = tokenizer.encode("the cat sat on a mat", bos=True)
-    stops = stop_ids(tokenizer)
-    ours_ids = Engine(ours, stops).generate(prompt, SamplingParams(max_new_tokens=16, temperature=0))
+    stops = stop_ids(tmp_path / "run", tokenizer)
+    ours_out = Engine(ours, stops).generate([prompt], SamplingParams(max_new_tokens=16, temperature=0))[0]
+    ours_ids = ours_out.token_ids[:-1] if ours_out.finish_reason == "stop" else ours_out.token_ids
     assert ours_ids == hf_greedy(theirs, prompt, 16, stops)
 
     # And back out: the imported run, exported, is the same model to transformers.

@@ -7,16 +7,20 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from shard_bytes import MODEL
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action, Category
 
 from scratchlm.config import preset
-from scratchlm.model import build_model
-from scratchlm.parallel.planner import layout_bytes, plan
+from scratchlm.model import Attention, build_model
+from scratchlm.parallel import planner
+from scratchlm.parallel.pipeline import split_model
+from scratchlm.parallel.planner import layout_bytes, model_weights, plan, stage_weights
 from scratchlm.parallel.world import ParallelDims
 from scratchlm.train.stage import token_loss_sum
 
@@ -114,3 +118,34 @@ def test_pipeline_micro_batches_follow_the_run_config():
 
     assert activations("GPipe", 2048 * 64) == 2 * activations("GPipe", 2048 * 32)
     assert activations("1F1B", 2048 * 64) == activations("1F1B", 2048 * 32)
+
+
+@pytest.mark.parametrize("pp,chunks", [(1, 1), (2, 1), (3, 1), (2, 2)])
+def test_weights_are_the_stages_own_parameters(pp, chunks):
+    """Each pp rank's weights are exactly the parameters, names and shapes, of the stages the pipeline
+    builds for it (chunk c of rank r is stage r + c * pp)."""
+    cfg = replace(MODEL, n_layers=4)
+    n_stages = pp * chunks
+    for rank, weights in enumerate(stage_weights(cfg, pp, chunks)):
+        expected = [(name, tuple(p.shape)) for stage in range(rank, n_stages, pp)
+                    for name, p in split_model(cfg, stage, n_stages).named_parameters()]
+        assert [(w.name, w.shape) for w in weights] == expected
+
+
+def test_a_parameter_the_model_gains_is_counted(monkeypatch):
+    """The planner reads the model, not a list of its own: give attention a q bias (as some Llama-like
+    models have) and the plan counts it, split as its projection is."""
+    plain_init = Attention.__init__
+
+    def with_q_bias(self, cfg, layer_id):
+        plain_init(self, cfg, layer_id)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=True)
+
+    monkeypatch.setattr(Attention, "__init__", with_q_bias)
+    planner._all_weights.cache_clear()  # each config's weights are read from the model once
+    try:
+        weights = {w.name: w for w in model_weights(MODEL)}
+    finally:
+        planner._all_weights.cache_clear()
+    assert [(w.shape, w.tp_dim) for name, w in weights.items() if name.endswith("wq.bias")] == [
+        ((MODEL.n_heads * MODEL.head_dim,), 0)] * MODEL.n_layers

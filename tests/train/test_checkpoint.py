@@ -7,7 +7,7 @@ from scratchlm.model import build_model
 from scratchlm.train.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint, save_checkpoint
 from scratchlm.train.optim import build_optimizer
 
-from conftest import small_model_config
+from conftest import record_syncs, small_model_config, synced_before_and_after
 
 
 def _trained(seed: int = 0):
@@ -49,3 +49,59 @@ def test_refuses_another_models_checkpoint(tmp_path):
     other = build_model(small_model_config(dim=96), seed=0)
     with pytest.raises(ScratchError, match="another model"):
         load_checkpoint(latest_checkpoint(tmp_path), other, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Durability: the files, then the folder, reach the disk before the rename; the rename after it
+# --------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_is_on_disk_before_its_name_says_it_is_there(tmp_path, monkeypatch):
+    model, opt = _trained()
+    events = record_syncs(monkeypatch)
+    final = save_checkpoint(tmp_path, 5, model, opt, {}, keep=2)
+    before, after = synced_before_and_after(events, "step_000005.tmp")
+    files = sorted(p.name for p in final.iterdir())
+    assert files == ["model.safetensors", "optimizer.pt", "rng.pt", "state.json"]
+    for name in files:
+        assert (final / name).stat().st_ino in before, f"{name} was not flushed before the rename"
+    assert final.stat().st_ino in before  # the folder's entries too
+    assert (tmp_path / "checkpoints").stat().st_ino in after  # and the rename itself
+
+
+# --------------------------------------------------------------------------------------------------
+# A damaged checkpoint: one line naming the checkpoint, the file, and the checkpoint before it
+# --------------------------------------------------------------------------------------------------
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+DAMAGE = {
+    "weights missing": ("model.safetensors", lambda p: p.unlink(), "model.safetensors is missing"),
+    "weights truncated": ("model.safetensors", _truncate, "model.safetensors cannot be read"),
+    "weights overwritten": ("model.safetensors", lambda p: p.write_bytes(b"\xff" * 4096),
+                            "model.safetensors cannot be read"),
+    "optimizer truncated": ("optimizer.pt", _truncate, "optimizer.pt cannot be read"),
+    "rng missing": ("rng.pt", lambda p: p.unlink(), "rng.pt is missing"),
+    "state garbled": ("state.json", lambda p: p.write_text("{"), "state.json cannot be read"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_names_the_file_and_the_way_back(tmp_path, damage):
+    file, spoil, expected = DAMAGE[damage]
+    model, opt = _trained()
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, model, opt, {}, keep=2)
+    latest = latest_checkpoint(tmp_path)
+    spoil(latest / file)
+    fresh = build_model(small_model_config(), seed=5)
+    with pytest.raises(ScratchError) as err:
+        load_checkpoint(latest, fresh, build_optimizer(fresh, OptimConfig()))
+    message = str(err.value)
+    assert str(latest) in message and expected in message, message
+    assert "step_000001" in message and "\n" not in message
+    # The checkpoint before it is untouched and loads.
+    assert load_checkpoint(checkpoint_dirs(tmp_path)[0], fresh, build_optimizer(fresh, OptimConfig()))["step"] == 1

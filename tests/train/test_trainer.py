@@ -112,7 +112,7 @@ class PoisonAt:
 def test_non_finite_gradient_skips_the_update_and_never_reaches_a_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, micro=4, source=PoisonAt(MaskedRows(300, 8, 16), bad=1))
     plain_loss = trainer.stage.loss
-    trainer.stage.loss = lambda model, batch: plain_loss(model, batch) * (1 + batch["poison"].sum())
+    trainer.stage.loss = lambda model, batch: (plain_loss(model, batch)[0] * (1 + batch["poison"].sum()), {})
     trainer.fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("skipped", False) for r in records] == [False, True, False]
@@ -132,7 +132,8 @@ def test_non_finite_gradients_in_a_row_stop_the_run(tmp_path):
     trainer = make_trainer(tmp_path, micro=4, source=MaskedRows(300, 8, 16))
     trainer.cfg.train.max_steps = 10
     plain_loss = trainer.stage.loss
-    trainer.stage.loss = lambda model, batch: plain_loss(model, batch) * (float("inf") if trainer.step >= 2 else 1)
+    trainer.stage.loss = lambda model, batch: (plain_loss(model, batch)[0] * (float("inf") if trainer.step >= 2 else 1),
+                                               {})
     with pytest.raises(TrainingDiverged, match="not finite for 3 steps in a row"):
         trainer.fit()
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -160,3 +161,22 @@ def test_a_user_micro_batch_that_cannot_divide_is_refused():
     cfg = Config(train=TrainConfig(seq_len=16, micro_batch_size=16, global_batch_tokens=16 * 16))
     with pytest.raises(Exception, match="choose a divisor of 8"):
         fit_micro_batch(cfg, 2, frozenset({"train.micro_batch_size"}))
+
+
+class WithValues(TokenStage):
+    """A stage whose loss also reports a value per unit (here: 2 per trained token)."""
+
+    def loss(self, model, batch):
+        loss, _ = super().loss(model, batch)
+        return loss, {"twice": 2.0 * (batch["targets"] != IGNORE).sum().float()}
+
+
+def test_a_stage_logs_the_means_of_its_loss_values(tmp_path):
+    trainer = make_trainer(tmp_path, micro=2)
+    source = trainer.stage.source
+    trainer.stage = WithValues("test", source, [source.batch_for(9)])
+    trainer.cfg.train.eval_every = 3
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["twice"] == pytest.approx(2.0) for r in records)  # summed, then divided by the global count
+    assert records[-1]["val_twice"] == pytest.approx(2.0) and "val_loss" in records[-1]

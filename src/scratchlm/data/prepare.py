@@ -5,8 +5,13 @@
     manifest.json: token counts, dtype, tokenizer fingerprint, bytes per token
 
 Shards are flat arrays of uint16 (when every id fits) or uint32, read back with numpy.memmap.
-Everything is written to a temporary folder and renamed, so an interrupted prepare never leaves
-a half-written dataset that a later run would trust.
+Everything is written to a temporary folder, flushed to disk and renamed, so an interrupted
+prepare (or a power loss) never leaves a half-written dataset that a later run would trust.
+
+Where the result goes: --out (prepare only), else --data.dir, else a folder of the cache
+(SCRATCHLM_CACHE/data, default ~/.cache/scratchlm/data) named by the settings that make the shards,
+so the same settings find the same shards again. A prepared folder is a data source of its own:
+`--data FOLDER` trains on its shards with its tokenizer, whatever settings made them.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from scratchlm import atomic
 from scratchlm.cache import cache_root
 from scratchlm.config import DataConfig
 from scratchlm.data import sources
+from scratchlm.data.sources import MANIFEST
 from scratchlm.errors import ScratchError
 from scratchlm.tokenizer import TOKENIZER_FILE, BPETokenizer, train_tokenizer
 
-MANIFEST = "manifest.json"
 SHARD_TOKENS = 1 << 27  # 128M tokens: 256 MiB as uint16; big enough to be few, small enough to move
 BATCH_DOCS = 512
 TOKENIZER_TRAIN_CHARS = 1 << 30  # train BPE on at most ~1 GiB of text: merges barely change past that
@@ -48,7 +54,11 @@ class Prepared:
         return self.dir / TOKENIZER_FILE
 
     def tokenizer(self) -> BPETokenizer:
-        return BPETokenizer.load(self.tokenizer_path)
+        tokenizer = BPETokenizer.load(self.tokenizer_path)
+        if tokenizer.fingerprint() != self.manifest.get("tokenizer_hash"):
+            raise ScratchError(f"{self.tokenizer_path} is not the tokenizer that made the shards in {self.dir} (it "
+                               "was replaced or edited); prepare the dataset again with --force")
+        return tokenizer
 
 
 def shard_dtype(vocab_size: int, requested: str = "auto") -> np.dtype:
@@ -80,12 +90,71 @@ def default_dir(cfg: DataConfig) -> Path:
     return cache_root() / "data" / f"{label}-{digest}"
 
 
+MANIFEST_KEYS = ("dtype", "splits")  # what reading the shards needs
+
+
 def load_prepared(data_dir: str | Path) -> Prepared:
+    """A prepared dataset, checked against its manifest: every shard there, at the size it records."""
     data_dir = Path(data_dir)
     manifest_path = data_dir / MANIFEST
     if not manifest_path.is_file():
         raise ScratchError(f"{data_dir} is not a prepared dataset (no {MANIFEST}); run scratchlm prepare first")
-    return Prepared(data_dir, json.loads(manifest_path.read_text()))
+    again = "prepare the dataset again (scratchlm prepare with --force)"
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except ValueError as exc:  # bad JSON or not UTF-8
+        raise ScratchError(f"{manifest_path} is damaged ({str(exc).splitlines()[0]}); {again}") from None
+    try:
+        if not isinstance(manifest, dict):
+            raise TypeError("not a JSON object")
+        if lacking := [key for key in MANIFEST_KEYS if key not in manifest]:
+            raise KeyError(lacking[0])
+        itemsize = np.dtype(manifest["dtype"]).itemsize
+        shards = [(data_dir / s["file"], int(s["tokens"])) for info in manifest["splits"].values()
+                  for s in info["shards"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ScratchError(f"{manifest_path} is not a manifest that scratchlm prepare wrote ({type(exc).__name__}: "
+                           f"{exc}); {again}") from None
+    for path, tokens in shards:
+        size = path.stat().st_size if path.is_file() else None
+        if size != tokens * itemsize:
+            found = "is missing" if size is None else f"has {size:,} bytes"
+            raise ScratchError(f"{path} {found}, but {MANIFEST} records {tokens:,} {manifest['dtype']} tokens "
+                               f"({tokens * itemsize:,} bytes); {again}")
+    return Prepared(data_dir, manifest)
+
+
+def same_tokenizer(results: list[Prepared]) -> None:
+    """The ranks of one job must train on the same token ids: refuse datasets made with different tokenizers
+    (ranks on nodes that see different files under the same path, or different --data.tokenizer files)."""
+    hashes = [p.manifest.get("tokenizer_hash") for p in results]
+    for rank, (other, tokenizer) in enumerate(zip(results, hashes, strict=True)):
+        if tokenizer != hashes[0]:
+            raise ScratchError(
+                f"the ranks disagree on the tokenizer: rank 0 prepared {results[0].dir} with tokenizer {hashes[0]}, "
+                f"rank {rank} {other.dir} with {tokenizer}; every rank must read the same data: give all nodes the "
+                "same files, or prepare once into a shared folder and train with --data FOLDER")
+
+
+def _use_as_is(folder: Path, cfg: DataConfig, out: str | Path | None, force: bool) -> Prepared:
+    """A prepared folder given as the data source: its shards and its tokenizer, as they are."""
+    prepared = load_prepared(folder)
+    if force:
+        raise ScratchError(f"--force rebuilds a dataset from its text, and {folder} holds token shards; give the "
+                           f"text it was prepared from ({prepared.manifest.get('source', 'not recorded')})")
+    if out and Path(out).resolve() != folder.resolve():
+        raise ScratchError(f"{folder} is already a prepared dataset; train on it with --data {folder}, without "
+                           "--out or --data.dir")
+    if cfg.tokenizer and BPETokenizer.load(cfg.tokenizer).fingerprint() != prepared.manifest.get("tokenizer_hash"):
+        raise ScratchError(f"{folder} was prepared with another tokenizer than --data.tokenizer {cfg.tokenizer}; "
+                           "drop --data.tokenizer to use the dataset's own, or prepare the text again with it")
+    prepared.tokenizer()  # there, and the one that made the shards
+    return prepared
+
+
+def _output_flag(data_dir: str | Path | None, cfg: DataConfig) -> str:
+    """Which setting chose the output folder, for messages."""
+    return "--out" if data_dir else "--data.dir" if cfg.dir else "the cache folder (SCRATCHLM_CACHE)"
 
 
 def _limited(texts: Iterable[str], max_chars: int) -> Iterator[str]:
@@ -154,23 +223,32 @@ def _write_split(pool, cfg: DataConfig, split: str, out: Path, dtype: np.dtype) 
 
 
 def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = False) -> Prepared:
-    """Tokenize cfg's source into data_dir (default: a cache folder). Reuses a matching earlier result."""
+    """Tokenize cfg's source into data_dir (default: --data.dir, else a cache folder). Reuses a matching
+    earlier result; a source that is itself a prepared folder is used as it is."""
     sources.check(cfg)
+    if (folder := sources.prepared_dir(cfg.source)) is not None:
+        return _use_as_is(folder, cfg, data_dir or cfg.dir, force)
+    if cfg.workers < 0:
+        raise ScratchError(f"data.workers must be 0 (one per CPU core) or a positive count, got {cfg.workers}")
     out = Path(data_dir or cfg.dir or default_dir(cfg))
+    flag = _output_flag(data_dir, cfg)
+    atomic.check_output_dir(out, flag)
     given = BPETokenizer.load(cfg.tokenizer) if cfg.tokenizer else None
     shard_dtype(given.vocab_size if given else cfg.vocab_size, cfg.dtype)  # refuse before any work
     digest = settings_digest(cfg)
     if (out / MANIFEST).is_file() and not force:
         prepared = load_prepared(out)
-        if given is not None and prepared.manifest["tokenizer_hash"] != given.fingerprint():
-            raise ScratchError(f"shards in {out} were made by another tokenizer; pick another --data.dir "
+        if given is not None and prepared.manifest.get("tokenizer_hash") != given.fingerprint():
+            raise ScratchError(f"shards in {out} were made by another tokenizer; pick another {flag} "
                                "or re-run prepare with --force")
         if prepared.manifest.get("settings") != digest:
             raise ScratchError(f"shards in {out} were made from other data or settings (source "
-                               f"{prepared.manifest['source']}); pick another --data.dir or prepare with --force")
+                               f"{prepared.manifest.get('source')}); to train on them as they are, pass --data {out}; "
+                               f"else pick another {flag} or prepare with --force")
         return prepared
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ScratchError(f"{out} exists and is not a prepared dataset; pick a new or empty --data.dir")
+        raise ScratchError(f"{out} exists and is not a prepared dataset; its files are left alone: pick a new or "
+                           f"empty {flag}")
 
     tokenizer = given or train_tokenizer(
         tqdm(_limited(sources.documents(cfg, "train"), TOKENIZER_TRAIN_CHARS), desc="train tokenizer",
@@ -182,13 +260,15 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        tokenizer.save(tmp / TOKENIZER_FILE)
         workers = cfg.workers or os.cpu_count() or 1
         with get_context("spawn").Pool(workers, _init_worker, (tokenizer.to_json(),)) as pool:
             splits = {s: _write_split(pool, cfg, s, tmp, dtype) for s in sources.SPLITS}
         for split, info in splits.items():
             if info["tokens"] == 0:
                 raise ScratchError(f"the {split} split of {sources.describe(cfg)} is empty")
+        # Saved once the text is read: until then the folder holds no .json that a data directory
+        # around it (--out inside --data) would take for text.
+        tokenizer.save(tmp / TOKENIZER_FILE)
         manifest = {
             "format": 1,
             "source": cfg.source,
@@ -205,6 +285,7 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
             "splits": splits,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        atomic.sync_tree(tmp)
         # Another process may have finished the same dataset meanwhile (ranks of a job on a node-local
         # cache): theirs is identical, so it is kept and this copy dropped.
         if (out / MANIFEST).is_file() and not force:
@@ -219,6 +300,7 @@ def prepare(cfg: DataConfig, data_dir: str | Path | None = None, force: bool = F
         except OSError:
             if not (out / MANIFEST).is_file():
                 raise
+        atomic.sync_dir(out.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_prepared(out)

@@ -3,13 +3,17 @@
     embedded           the built-in corpus (scratchlm.data.corpus): stories and worked math
     PATH | DIR | GLOB  local .txt (one document per file), .jsonl and .parquet (one per row)
     hf:NAME[:CONFIG]   a Hugging Face hub dataset, streamed (needs a network)
+    PREPARED_DIR       a folder that `scratchlm prepare` wrote (it holds manifest.json): token shards and
+                       their tokenizer, used as they are (scratchlm.data.prepare); it has no documents
 
 Local .jsonl and .parquet are read through the same `datasets` streaming path as hub datasets,
-so the hub code is exercised by tests that run offline.
+so the hub code is exercised by tests that run offline. A directory of text files skips the
+prepared datasets inside it: their manifest.json and tokenizer.json are not text to train on.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,17 +23,31 @@ from scratchlm.errors import ScratchError
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 SPLITS = ("train", "validation")
+MANIFEST = "manifest.json"  # marks a folder as a prepared dataset
 
 
 def describe(cfg: DataConfig) -> str:
-    return "the embedded corpus" if cfg.source == "embedded" else cfg.source
+    if cfg.source == "embedded":
+        return "the embedded corpus"
+    return f"the prepared dataset {cfg.source}" if prepared_dir(cfg.source) else cfg.source
+
+
+def prepared_dir(source: str) -> Path | None:
+    """The folder, when source is a prepared dataset (a folder holding manifest.json), else None."""
+    if source == "embedded" or source.startswith("hf:"):
+        return None
+    path = Path(source).expanduser()
+    return path if (path / MANIFEST).is_file() else None
 
 
 def local_files(source: str) -> list[Path]:
     """Expand a file, a directory (recursively) or a glob into data files, sorted for determinism."""
     path = Path(source).expanduser()
+    if prepared_dir(source):
+        raise ScratchError(f"{source} is a prepared dataset (token shards, no text); train on it with "
+                           f"--data {source}, or give the text it was prepared from")
     if path.is_dir():
-        files = [p for p in sorted(path.rglob("*")) if p.suffix in LOCAL_SUFFIXES and p.is_file()]
+        files = _outside_prepared([p for p in sorted(path.rglob("*")) if p.suffix in LOCAL_SUFFIXES and p.is_file()])
     elif path.is_file():
         files = [path]
     else:
@@ -37,6 +55,7 @@ def local_files(source: str) -> list[Path]:
         if not files:
             raise ScratchError(f"data path {source} does not exist (give a file, a directory, a glob, "
                                "'embedded' or hf:NAME)")
+        files = _outside_prepared(files)
     unsupported = [p for p in files if p.suffix not in LOCAL_SUFFIXES]
     if unsupported:
         raise ScratchError(f"{unsupported[0]} is not a supported data file; use {', '.join(LOCAL_SUFFIXES)}")
@@ -45,9 +64,15 @@ def local_files(source: str) -> list[Path]:
     return files
 
 
+def _outside_prepared(files: list[Path]) -> list[Path]:
+    """Leave out the files of prepared datasets that a directory or a glob takes in."""
+    holds_manifest = functools.cache(lambda folder: (folder / MANIFEST).is_file())
+    return [p for p in files if not any(holds_manifest(folder) for folder in p.parents)]
+
+
 def fingerprint(cfg: DataConfig) -> list[tuple[str, int, int]]:
     """(absolute path, size, modification time) of every local file: an edited or moved file is a new source."""
-    if cfg.source == "embedded" or cfg.source.startswith("hf:"):
+    if cfg.source == "embedded" or cfg.source.startswith("hf:") or prepared_dir(cfg.source):
         return []
     try:
         files = local_files(cfg.source)
@@ -57,8 +82,15 @@ def fingerprint(cfg: DataConfig) -> list[tuple[str, int, int]]:
 
 
 def check(cfg: DataConfig) -> None:
-    """Fail fast on a local source that is not there, before any slow work starts."""
-    if cfg.source != "embedded" and not cfg.source.startswith("hf:"):
+    """Fail fast on a local source that is not there, or settings that cannot split it, before any slow work."""
+    if cfg.source == "embedded" or prepared_dir(cfg.source):
+        return
+    if not 0 < cfg.val_fraction <= 0.5:
+        raise ScratchError(f"data.val_fraction is the share of documents held out for validation, between 0 and 0.5; "
+                           f"got {cfg.val_fraction}: try 0.01")
+    if cfg.max_docs < 0:
+        raise ScratchError(f"data.max_docs must be 0 (all documents) or a positive count, got {cfg.max_docs}")
+    if not cfg.source.startswith("hf:"):
         local_files(cfg.source)
 
 
@@ -91,8 +123,12 @@ TXT_PIECE_CHARS = 1 << 20
 
 def _txt_documents(path: Path) -> Iterator[str]:
     """A .txt file is one document; a large one is cut at blank lines into pieces of about 1 MiB,
-    so that it can be tokenized in parallel and split for validation."""
+    so that it can be tokenized in parallel and split for validation. A stray byte that is not UTF-8
+    becomes U+FFFD (large text dumps have a few); a NUL byte means the file is not text at all."""
     text = path.read_text(encoding="utf-8", errors="replace")
+    if "\x00" in text:
+        raise ScratchError(f"{path} is not a text file (it holds NUL bytes, as binary files do); give .txt files "
+                           "of plain text, or convert this one")
     piece: list[str] = []
     size = 0
     for paragraph in text.split("\n\n"):
@@ -110,9 +146,14 @@ def _is_empty(path: Path) -> bool:
     if path.stat().st_size == 0:
         return True
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows == 0
+        try:
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        except pa.ArrowException as exc:
+            raise ScratchError(f"{path} is not a Parquet file ({str(exc).splitlines()[0]}); rename it to what it "
+                               "holds (.txt, .jsonl) or write it again as Parquet") from None
     return False
 
 

@@ -55,6 +55,8 @@ class RequestHandle:
 
 
 class AsyncEngine:
+    """An Engine served from its own thread: start(), submit() from coroutines, metrics(), stop()."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
@@ -64,16 +66,18 @@ class AsyncEngine:
         self._handles: dict[str, RequestHandle] = {}
         self._ids = itertools.count()
         self._stopping = False
+        self._drain = False  # on stop: finish what was submitted instead of aborting it
         self._metrics = engine.metrics()
         self._thread = threading.Thread(target=self._run, name="scratchlm-engine", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Abort whatever is waiting or running (each request gets its "abort" output) and end the thread."""
+    def stop(self, drain: bool = False) -> None:
+        """Refuse new requests, then abort whatever is waiting or running (each gets its "abort" output),
+        or with drain finish it, and end the thread."""
         with self._wake:
-            self._stopping = True
+            self._stopping, self._drain = True, drain
             self._wake.notify()
         self._thread.join()
 
@@ -82,6 +86,8 @@ class AsyncEngine:
         self.engine.check(prompt, params)
         handle = RequestHandle(self, f"req-{next(self._ids)}")
         with self._wake:
+            if self._stopping:
+                raise RuntimeError("the engine is stopping and takes no new requests")
             self._new.append((handle, list(prompt), params))
             self._wake.notify()
         return handle
@@ -103,19 +109,19 @@ class AsyncEngine:
                     self._wake.wait()
                 new, self._new = self._new, []
                 aborts, self._aborts = self._aborts, []
-                stopping = self._stopping
+                stopping, drain = self._stopping, self._drain
             for handle, prompt, params in new:
                 self._handles[handle.request_id] = handle
                 self.engine.add_request(prompt, params, handle.request_id)
-            if stopping:
+            if stopping and not drain:
                 aborts += list(self._handles)
             outputs = [out for request_id in aborts if (out := self.engine.abort(request_id)) is not None]
-            if not stopping and self.engine.has_work():
+            if self.engine.has_work():
                 outputs += self._step()
             with self._lock:  # before delivering: a client that sees its request end sees its blocks freed
                 self._metrics = self.engine.metrics()
             self._deliver(outputs)
-            if stopping:
+            if stopping and not self.engine.has_work():
                 return
 
     def _step(self) -> list[RequestOutput]:

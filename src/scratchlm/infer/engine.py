@@ -35,6 +35,10 @@ from scratchlm.infer.scheduler import Sequence as Seq
 from scratchlm.model import Transformer
 from scratchlm.tokenizer import BPETokenizer
 
+# The default KV pool's ceiling: a long-context model (an imported Llama's 131,072 tokens) times 64
+# sequences would ask for hundreds of GB; serve such a model with an explicit cache_tokens.
+DEFAULT_CACHE_BYTES = 2**30
+
 
 @dataclass
 class RequestOutput:
@@ -96,7 +100,8 @@ class Engine:
 
     stop_ids end every sequence (a chat format's end-of-turn; scratchlm.chat supplies an imported
     model's). tokenizer: needed for text outputs and stop strings. max_running: sequences decoded
-    together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts).
+    together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts, up to
+    DEFAULT_CACHE_BYTES of keys and values).
     max_prefill_tokens: padded tokens per prefill forward (a longer prompt is prefilled in chunks).
     """
 
@@ -112,7 +117,10 @@ class Engine:
         param = next(model.parameters())
         self.device = param.device
         self.block_size = block_size
-        num_blocks = -(-(cache_tokens or max_running * cfg.max_seq_len) // block_size) + 1  # + the trash block
+        if cache_tokens is None:
+            bytes_per_token = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * param.element_size()
+            cache_tokens = min(max_running * cfg.max_seq_len, DEFAULT_CACHE_BYTES // bytes_per_token)
+        num_blocks = -(-cache_tokens // block_size) + 1  # + the trash block
         self.pool = BlockPool(num_blocks)
         self.cache = PagedKVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, num_blocks, block_size, param.dtype,
                                   self.device)
@@ -204,7 +212,8 @@ class Engine:
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
                  ) -> list[Completion]:
-        """Complete every prompt (all in one batch, as memory allows); for a caller that owns the engine."""
+        """Complete every prompt (all in one batch, as memory allows)."""
+        self._check_idle()
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
@@ -216,6 +225,7 @@ class Engine:
 
     def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[RequestOutput]:
         """One request's outputs as they come; closing the iterator early aborts the request."""
+        self._check_idle()
         request_id = self.add_request(prompt, params)
         try:
             while request_id in self.sequences:
@@ -223,10 +233,18 @@ class Engine:
         finally:
             self.abort(request_id)
 
+    def _check_idle(self) -> None:
+        """generate and stream step the whole engine and keep only their own outputs: other requests'
+        would be lost. Clients that share an engine go through AsyncEngine."""
+        if self.sequences:
+            raise RuntimeError(f"the engine already runs {len(self.sequences)} other request(s); generate and "
+                               "stream need it to themselves (share an engine through AsyncEngine)")
+
     def _forward(self, rows: list[tuple[Seq, int]]) -> list[RequestOutput]:
         """Compute the next n tokens of each (sequence, n) row in one forward; sample after the rows that
         reach their last token."""
-        logits = self.model(self._inputs(rows), cache=self.cache, **self._placement(rows))
+        tokens = self._inputs(rows)
+        logits = self.model(tokens, cache=self.cache, **self._placement(rows))
         finished_rows = []
         for i, (seq, n) in enumerate(rows):
             seq.num_computed += n
@@ -244,21 +262,34 @@ class Engine:
     def _inputs(self, rows: list[tuple[Seq, int]]) -> torch.Tensor:
         """Token ids (rows, width): row i holds its tokens start_i .. start_i + n_i - 1, padded to the widest
         row. Tells the cache where each new token's keys go (padding: the trash block) and which slots each
-        row reads: its keys 0 .. start_i + n_i - 1, padded to the longest row with the trash block."""
+        row reads: its keys 0 .. start_i + n_i - 1, padded to the longest row with trash slots."""
         bs = self.block_size
         width = max(n for _, n in rows)
         keys = max(s.num_computed + n for s, n in rows)
-        table_width = -(-keys // bs)
-        tokens, write, tables = [], [], []
+        tokens, write = [], []
         for seq, n in rows:
             start = seq.num_computed
             tokens.append(seq.tokens[start:start + n] + [0] * (width - n))
             write += [seq.blocks[p // bs] * bs + p % bs for p in range(start, start + n)]
             write += [TRASH_BLOCK * bs] * (width - n)
-            tables.append(seq.blocks[:table_width] + [TRASH_BLOCK] * (table_width - len(seq.blocks)))
-        read = torch.tensor(tables, device=self.device).unsqueeze(2) * bs + self._block_offsets
-        self.cache.set_step(torch.tensor(write, device=self.device), read.view(len(rows), -1)[:, :keys])
+        if len(rows) == 1:
+            read = self._slots(rows[0][0])[:keys].unsqueeze(0)
+        else:
+            read = torch.stack([self._slots(seq)[:keys] for seq, _ in rows])
+        self.cache.set_step(torch.tensor(write, device=self.device), read)
         return torch.tensor(tokens, device=self.device)
+
+    def _slots(self, seq: Seq) -> torch.Tensor:
+        """The cache slot of each of the sequence's positions, written as its blocks arrive (a tensor kept
+        with the sequence, so a step reads its slots without rebuilding them). Positions past its blocks
+        read the trash block's slot 0, or a stale slot: the mask hides both."""
+        bs = self.block_size
+        if seq.slots is None:
+            seq.slots = torch.zeros(-(-self.context_len // bs) * bs, dtype=torch.long, device=self.device)
+        for b in range(seq.slots_filled, len(seq.blocks)):
+            seq.slots[b * bs:(b + 1) * bs] = seq.blocks[b] * bs + self._block_offsets
+        seq.slots_filled = len(seq.blocks)
+        return seq.slots
 
     def _placement(self, rows: list[tuple[Seq, int]]) -> dict[str, int | torch.Tensor]:
         """Where the rows' tokens sit, as the model takes it. Rows that all start at one position with
@@ -270,9 +301,9 @@ class Engine:
         if all(s.num_computed == first and m == n for s, m in rows):
             return {"start_pos": first}
         width = max(m for _, m in rows)
+        keys = max(s.num_computed + m for s, m in rows)
         positions = torch.tensor([list(range(s.num_computed, s.num_computed + m)) + [0] * (width - m)
                                   for s, m in rows], device=self.device)
-        keys = self.cache.keys
         mask = self._key_positions[:keys] <= positions.unsqueeze(2)
         return {"positions": positions, "mask": mask.unsqueeze(1)}
 

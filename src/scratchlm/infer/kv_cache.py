@@ -114,12 +114,7 @@ class PagedKVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.write_slots = torch.zeros(0, dtype=torch.long, device=device)
         self.read_slots = torch.zeros(0, dtype=torch.long, device=device)
-        self.keys = 0
-
-    @property
-    def bytes_per_block(self) -> int:
-        per_token = 2 * self.k.shape[0] * self.k.shape[1] * self.k.shape[3] * self.k.element_size()
-        return per_token * self.block_size
+        self.keys = 0  # keys per row
 
     def set_step(self, write_slots: torch.Tensor, read_slots: torch.Tensor) -> None:
         """write_slots: (batch * seq,) one slot per new token, row by row; read_slots: (batch, keys)."""

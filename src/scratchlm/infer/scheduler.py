@@ -47,6 +47,8 @@ class Sequence:
         self.cached_tokens = 0  # prompt tokens the prefix cache supplied at first admission
         self.admitted = False
         self.promised = 0  # full blocks of tokens (from num_registered on) that this sequence is computing
+        self.slots: torch.Tensor | None = None  # the cache slot of each position, kept by the engine
+        self.slots_filled = 0  # blocks of the table written into slots
 
     @property
     def num_output(self) -> int:
@@ -91,7 +93,7 @@ class Scheduler:
     def schedule(self) -> tuple[list[Sequence], list[tuple[Sequence, int]]]:
         """The next step's work: the sequences that decode one token, and (sequence, tokens) prefill chunks."""
         for seq in list(self.running):
-            if seq in self.running and seq.to_compute == 1:
+            if seq.to_compute == 1 and seq.blocks:  # (a sequence preempted meanwhile holds no blocks)
                 self._make_room(seq)
         self._admit()
         decode = [s for s in self.running if s.to_compute == 1]
@@ -131,7 +133,7 @@ class Scheduler:
         for i in range(seq.num_registered, seq.promised):  # promises it will not keep
             self._computed(seq.block_hash(i, self.block_size))
         self.pool.release(seq.blocks)
-        seq.blocks, seq.promised = [], 0
+        seq.blocks, seq.promised, seq.slots_filled = [], 0, 0
 
     def _admit(self) -> None:
         while self.waiting and len(self.running) < self.max_running:

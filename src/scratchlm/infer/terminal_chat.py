@@ -20,7 +20,6 @@ from scratchlm.chat import ChatFormat, Message, load_chat_format
 from scratchlm.errors import ScratchError
 from scratchlm.hardware import resolve_device
 from scratchlm.infer.engine import Engine, SamplingParams
-from scratchlm.infer.generate import decode_stream
 from scratchlm.run import load_run
 
 MIN_ANSWER_ROOM = 64  # tokens always left for the answer when old turns are dropped
@@ -41,7 +40,9 @@ class ChatSession:
     def __init__(self, run_dir: str | Path, device: str = "auto", warn: Callable[[str], None] = print) -> None:
         cfg, tokenizer, model = load_run(run_dir, resolve_device(device))
         self.fmt: ChatFormat = load_chat_format(run_dir, tokenizer)
-        self.engine = Engine(model, set(self.fmt.stop_ids))
+        # One conversation: a cache of one context. Each turn's prompt repeats the history, whose blocks the
+        # previous turn left in the prefix cache, so mostly the new message is prefilled.
+        self.engine = Engine(model, self.fmt.stop_ids, self.fmt.tokenizer, max_running=1)
         self.context = self.engine.context_len
         self.conversation = Conversation()
         self.warn = warn
@@ -72,9 +73,9 @@ class ChatSession:
         self.conversation.turns.append({"role": "user", "content": text})
         ids = self._fit(params)
         pieces = []
-        for piece in decode_stream(self.fmt.tokenizer, self.engine.stream(ids, params)):
-            pieces.append(piece)
-            yield piece
+        for out in self.engine.stream(ids, params):
+            pieces.append(out.text)
+            yield out.text
         self.conversation.turns.append({"role": "assistant", "content": "".join(pieces)})
 
 

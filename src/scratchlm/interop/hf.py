@@ -41,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, processors
 
+from scratchlm import atomic
 from scratchlm.chat import CHAT_TEMPLATE_FILE, find_chat_format, generation_stop_ids
 from scratchlm.config import Config, ModelConfig, validate
 from scratchlm.errors import ScratchError
@@ -115,18 +116,21 @@ def parse_size(text: str) -> int:
 
 @contextmanager
 def _staged_dir(out: Path) -> Iterator[Path]:
-    """A temporary folder beside out, renamed to out when the block succeeds and removed when it
-    fails: a failure never leaves a half-written out, and an existing out is never touched."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """A temporary folder beside out, renamed to out when the block succeeds (flushed to disk first) and
+    removed when it fails: a failure never leaves a half-written out, and an existing out is never touched."""
+    atomic.check_output_dir(out, "output directory")
+    if out.exists() and any(out.iterdir()):
         raise ScratchError(f"{out} already exists and is not empty; choose another output directory")
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        atomic.sync_tree(tmp)
         if out.exists():
             out.rmdir()
         tmp.rename(out)
+        atomic.sync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,8 @@ composable), so checkpoints look the same on every layout.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.distributed._composable import replicate
@@ -31,6 +33,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from scratchlm.config import TrainConfig
+from scratchlm.hardware import check_memory
 from scratchlm.model import Transformer, parameter_generator
 from scratchlm.parallel.world import ParallelDims, World
 
@@ -144,7 +147,16 @@ def materialize(model: Transformer, device: torch.device, seed: int) -> None:
     this rank keeps its shard (distribute_tensor with src_data_rank=None slices locally, no
     communication). So the values are those of the one-process model on every layout, while at most
     one full parameter is ever held at a time, never the whole model.
+
+    First, a model whose training state cannot fit is refused: this rank's weights, their gradients and
+    AdamW's two moments (4x the weights), times the ranks that share a CPU's memory.
     """
+    local = sum((p.to_local() if isinstance(p, DTensor) else p).nbytes for p in model.parameters())
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    ranks = f" of the {ranks_here} ranks on this machine" if ranks_here > 1 else ""
+    check_memory(4 * local * ranks_here, device, f"the training state{ranks} (weights, gradients, AdamW moments)",
+                 "train a smaller model, shard it over more devices (torchrun with --parallel.dp_shard), or use a "
+                 "machine with more memory; scratchlm plan shows what each layout needs per GPU")
     model.to_empty(device=device)
     model.init_buffers()
     for name, param in model.named_parameters():

@@ -1,7 +1,9 @@
 """Memory planner: bytes per GPU of every (dp, tp, pp) layout, which fit, and which to use.
 
 Parameters, gradients and optimizer state are counted exactly as the run shards them, tensor by
-tensor, so they equal the local shard sizes of a real run byte for byte:
+tensor, so they equal the local shard sizes of a real run byte for byte. The tensors are the model's
+own, read from a Transformer built on the meta device (no memory, a 70B one included), so the
+planner cannot drift from the model:
 
     tensor parallel  splits a weight along its column-wise (dim 0) or row-wise (dim 1) axis, tp ways;
     FSDP             splits dim 0 of what TP left, dp ways (torch.chunk sizes: rank 0 holds the most);
@@ -22,10 +24,14 @@ NCCL's buffers come on top: a layout "fits" below 90% of the GPU's memory.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
+from functools import lru_cache
+
+import torch
 
 from scratchlm.config import ModelConfig, ParallelConfig
 from scratchlm.errors import ScratchError
+from scratchlm.model import Transformer
 from scratchlm.parallel.parallelize import uses_fsdp
 from scratchlm.parallel.pipeline import stage_layers
 from scratchlm.parallel.world import ParallelDims, pipeline_microbatches
@@ -43,29 +49,38 @@ class Weight:
     stage_part: str  # "embedding" | "layer" | "head"
 
 
+# How tensor parallel (parallelize.apply_tp) splits a weight, by the module that holds it: the column-wise
+# projections, the embedding (by vocabulary rows) and the head (by vocabulary columns) along dim 0 of the
+# weight, the row-wise wo and w2 along dim 1; norms are replicated. A module missing here is a KeyError:
+# a new kind of parameter must say how it is split before the planner can count it.
+TP_DIM: dict[str, int | None] = {"tok_embeddings": 0, "output": 0, "wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0,
+                                 "wo": 1, "w2": 1, "attention_norm": None, "ffn_norm": None, "norm": None}
+
+
+def _stage_part(name: str) -> str:
+    if name.startswith("tok_embeddings."):
+        return "embedding"
+    return "layer" if name.startswith("layers.") else "head"
+
+
+@lru_cache(maxsize=8)
+def _all_weights(m: tuple) -> tuple[Weight, ...]:
+    """Every parameter of the Transformer built on the meta device from ModelConfig(*m): the model's own
+    names and shapes, with no memory (a 70B model included), once per config."""
+    with torch.device("meta"):
+        model = Transformer(ModelConfig(*m))
+    return tuple(Weight(name, tuple(p.shape), TP_DIM[name.split(".")[-2]], _stage_part(name))
+                 for name, p in model.named_parameters())
+
+
 def model_weights(m: ModelConfig, layers: range | None = None, first: bool = True, last: bool = True
                   ) -> list[Weight]:
-    """The parameters of a model (or of one pipeline stage) with the tensor-parallel split of each."""
-    d, hd, h = m.dim, m.head_dim, m.ffn_hidden_dim
-    out = []
-    if first:
-        out.append(Weight("tok_embeddings.weight", (m.vocab_size, d), 0, "embedding"))
-    for i in layers if layers is not None else range(m.n_layers):
-        p = f"layers.{i}."
-        out += [Weight(p + "attention_norm.weight", (d,), None, "layer"),
-                Weight(p + "attention.wq.weight", (m.n_heads * hd, d), 0, "layer"),
-                Weight(p + "attention.wk.weight", (m.n_kv_heads * hd, d), 0, "layer"),
-                Weight(p + "attention.wv.weight", (m.n_kv_heads * hd, d), 0, "layer"),
-                Weight(p + "attention.wo.weight", (d, m.n_heads * hd), 1, "layer"),
-                Weight(p + "ffn_norm.weight", (d,), None, "layer"),
-                Weight(p + "feed_forward.w1.weight", (h, d), 0, "layer"),
-                Weight(p + "feed_forward.w2.weight", (d, h), 1, "layer"),
-                Weight(p + "feed_forward.w3.weight", (h, d), 0, "layer")]
-    if last:
-        out.append(Weight("norm.weight", (d,), None, "head"))
-        if not m.tie_embeddings:
-            out.append(Weight("output.weight", (m.vocab_size, d), 0, "head"))
-    return out
+    """The parameters of a model (or of one pipeline stage: its layers, the embedding if first, the final
+    norm and head if last) with the tensor-parallel split of each."""
+    keep = range(m.n_layers) if layers is None else layers
+    wanted = {"embedding": first, "head": last}
+    return [w for w in _all_weights(astuple(m))
+            if (int(w.name.split(".")[1]) in keep if w.stage_part == "layer" else wanted[w.stage_part])]
 
 
 def chunk_size(n: int, parts: int, index: int) -> int:

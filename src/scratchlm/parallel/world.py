@@ -168,22 +168,48 @@ class World:
         dist.all_reduce(value)
         return value / (self.dims.world_size // self.dims.pp)
 
-    def main_first(self, fn: Callable[[], T]) -> T:
-        """Run fn on rank 0 first (e.g. preparing a shared data cache), then on the others. A ScratchError
-        on rank 0 is raised on every rank instead of leaving them waiting."""
+    def main_first(self, fn: Callable[[], T], agree: Callable[[list[T]], None] | None = None) -> T:
+        """Run fn on rank 0 first (e.g. preparing a shared data cache), then on the others; all ranks fail
+        together. Whichever rank's fn raises, that rank raises its own error and every other rank a
+        ScratchError that names it, at once, instead of waiting in the next collective until the process
+        group times out (under torchrun on several nodes, or any launcher that does not kill the rest).
+
+        agree(results), when given, runs on every rank over all ranks' results (in rank order) and raises
+        a ScratchError when they disagree (e.g. datasets made with different tokenizers): every rank sees
+        the same results, so every rank refuses alike.
+        """
         if self.mesh is None:
-            return fn()
+            result = fn()
+            if agree is not None:
+                agree([result])
+            return result
         result, error = None, None
         if self.is_main:
-            try:
-                result = fn()
-            except ScratchError as exc:
-                error = str(exc)
-        box = [error]
-        dist.broadcast_object_list(box, src=0)
-        if box[0] is not None:
-            raise ScratchError(box[0])
-        return result if self.is_main else fn()
+            result, error = _attempt(fn)
+        self._fail_together(error)  # rank 0's outcome first: its error stops the others before they start
+        if not self.is_main:
+            result, error = _attempt(fn)
+        self._fail_together(error)
+        if agree is not None:
+            results: list[T | None] = [None] * self.dims.world_size
+            dist.all_gather_object(results, result)
+            agree(results)
+        return result
+
+    def _fail_together(self, error: Exception | None) -> None:
+        """Every rank tells the others whether it failed; if one did, all raise (the failed one its own error)."""
+        outcomes: list[tuple[str, str] | None] = [None] * self.dims.world_size
+        kind = ScratchError.__name__ if isinstance(error, ScratchError) else type(error).__name__
+        mine = None if error is None else (kind, str(error))
+        dist.all_gather_object(outcomes, mine)
+        if error is not None:
+            raise error
+        failed = next(((rank, o) for rank, o in enumerate(outcomes) if o is not None), None)
+        if failed is not None:
+            rank, (kind, message) = failed
+            if kind == ScratchError.__name__:  # the user's mistake: the same line on every rank
+                raise ScratchError(message)
+            raise ScratchError(f"rank {rank} failed ({kind}: {message}); its traceback says where")
 
     def barrier(self) -> None:
         if self.mesh is not None:
@@ -192,6 +218,15 @@ class World:
     def close(self) -> None:
         if self.mesh is not None and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """fn's result, or the error it raised: held so that the other ranks hear of it before it is raised.
+    (Interrupts are not held: they stop this process at once, and the launcher stops the rest.)"""
+    try:
+        return fn(), None
+    except Exception as exc:  # any failure: the other ranks must hear of it, then it is raised as it was
+        return None, exc
 
 
 def setup_world(cfg: Config) -> World:

@@ -17,25 +17,33 @@ included: `generate` and export read a sharded run without a process group.
 The optimizer state goes through get/set_optimizer_state_dict, flattened to one entry per parameter
 ("state.layers.0.attention.wq.weight.exp_avg"), so it is keyed by names too and reshards the same way.
 
-A checkpoint is written to step_NNNNNN.tmp and renamed when complete: a crash mid-write leaves
-the previous checkpoint as the latest. Only the last `keep` are kept.
+A checkpoint is written to step_NNNNNN.tmp, flushed to disk (every file and the folder), and renamed
+when complete; the rename is flushed too. A crash or a power loss mid-write leaves the previous
+checkpoint as the latest, never an empty one. Only the last `keep` are kept.
+
+Reading one that is damaged all the same (a file deleted, truncated by a full disk, overwritten)
+is one line that names the checkpoint, the file, and the earlier checkpoint to fall back on.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -45,11 +53,16 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from scratchlm import atomic
 from scratchlm.errors import ScratchError
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 DCP_METADATA = ".metadata"
 FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
+# What reading a damaged file raises: missing or unreadable (OSError), cut short (EOFError, and pickle's
+# and safetensors' own errors), garbled text or JSON (ValueError); DCP gathers any of them from every rank.
+READ_ERRORS = (OSError, EOFError, ValueError, pickle.UnpicklingError, SafetensorError, CheckpointException)
+TORCH_LOAD_ERRORS = (*READ_ERRORS, RuntimeError)  # torch.load reports a damaged zip archive as a RuntimeError
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -59,6 +72,35 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
     return [p for _, p in sorted(found)]
+
+
+@contextmanager
+def _reading(ckpt: Path, what: str, errors: tuple[type[BaseException], ...] = READ_ERRORS) -> Iterator[None]:
+    """Turn a failure to read `what` of checkpoint ckpt into one line that says how to get back on track."""
+    try:
+        yield
+    except errors as exc:
+        raise ScratchError(f"checkpoint {ckpt} is damaged: {what} {_problem(exc, what)}; {_way_back(ckpt)}"
+                           ) from None
+
+
+def _problem(exc: BaseException, what: str) -> str:
+    if isinstance(exc, CheckpointException):  # one entry per failed rank: (exception, traceback)
+        exc = next(iter(exc.failures.values()))[0]
+    if isinstance(exc, FileNotFoundError):
+        name = Path(exc.filename).name if exc.filename else what
+        return "is missing" if name == what else f"is missing ({name})"
+    first_sentence = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
+    return f"cannot be read ({type(exc).__name__}{': ' + first_sentence if first_sentence else ''})"
+
+
+def _way_back(ckpt: Path) -> str:
+    """The checkpoint before ckpt in its run, which the user can fall back on."""
+    step = int(m.group(1)) if (m := STEP_DIR.match(ckpt.name)) else 0
+    earlier = [p for p in checkpoint_dirs(ckpt.parent.parent) if int(STEP_DIR.match(p.name).group(1)) < step]
+    if earlier:
+        return f"delete it to go back to {earlier[-1].name}, the checkpoint before it"
+    return "no earlier checkpoint is left: restore this one from a copy or train again"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -154,9 +196,13 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         torch.save(rng, tmp / "rng.pt")
         # step last: the state of a resumed run still holds the step it resumed from
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+        # Every rank's files are complete (DCP's save returns on rank 0 once all ranks have written theirs);
+        # they reach the disk before the name says the checkpoint is there, and the name before old ones go.
+        atomic.sync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        atomic.sync_dir(root)
         for old in checkpoint_dirs(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     if sharded:
@@ -167,10 +213,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
 def stored_shapes(ckpt: Path) -> dict[str, tuple[int, ...]]:
     """Name -> full shape of every weight in a checkpoint of either format, read without loading tensors."""
     if is_sharded(ckpt):
-        meta = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
+        with _reading(ckpt, DCP_METADATA):
+            meta = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
         return {k[len("model."):]: tuple(v.size) for k, v in meta.items() if k.startswith("model.") and
                 hasattr(v, "size")}
-    with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
+    with _reading(ckpt, "model.safetensors"), safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
 
 
@@ -202,7 +249,8 @@ def _shard_like(full: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
 
 def _dcp_load(state: dict[str, Any], ckpt: Path) -> None:
     """Fill state in place from a DCP checkpoint, resharding to this layout."""
-    with warnings.catch_warnings():  # without a process group DCP reads in this process alone, as meant
+    with warnings.catch_warnings(), _reading(ckpt, "a shard file"):
+        # Without a process group DCP reads in this process alone, as meant.
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
         dcp.load(state, checkpoint_id=ckpt)
 
@@ -217,8 +265,9 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
         _dcp_load(sd, ckpt)
         set_model_state_dict(model, names.local(sd["model"]))
         return
-    local = get_model_state_dict(model)
-    set_model_state_dict(model, _shard_like(names.local(load_file(ckpt / "model.safetensors")), local))
+    with _reading(ckpt, "model.safetensors"):
+        full = load_file(ckpt / "model.safetensors")
+    set_model_state_dict(model, _shard_like(names.local(full), get_model_state_dict(model)))
 
 
 def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
@@ -232,11 +281,15 @@ def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             _dcp_load(sd, ckpt)
             set_optimizer_state_dict(model, optimizer, names.local(sd["optim"], optim=True), options=FLAT)
         else:
-            full = names.local(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"), optim=True)
+            with _reading(ckpt, "optimizer.pt", TORCH_LOAD_ERRORS):
+                full = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu")
             local = get_optimizer_state_dict(model, optimizer, options=FLAT)
-            set_optimizer_state_dict(model, optimizer, _shard_like(full, local), options=FLAT)
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+            set_optimizer_state_dict(model, optimizer, _shard_like(names.local(full, optim=True), local), options=FLAT)
+    with _reading(ckpt, "rng.pt", TORCH_LOAD_ERRORS):
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    with _reading(ckpt, "state.json"):
+        state = json.loads((ckpt / "state.json").read_text())
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text())
+    return state

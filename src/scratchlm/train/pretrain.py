@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from scratchlm.config import Config
 from scratchlm.data.loader import TrainBatches, validation_windows
-from scratchlm.data.prepare import prepare
+from scratchlm.data.prepare import prepare, same_tokenizer
 from scratchlm.parallel.world import World
 from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.launch import Shares, launch
@@ -27,7 +27,8 @@ def pretrain(cfg: Config, run_dir: Path, resume: bool = False, user_keys: frozen
     cfg.stage, cfg.parent = "pretrain", ""
 
     def data(world: World) -> tuple[BPETokenizer, Callable[[Shares], Stage]]:
-        prepared = world.main_first(lambda: prepare(cfg.data))  # rank 0 fills the shared cache first
+        # rank 0 fills the shared cache first; then every rank must hold the same tokenizer
+        prepared = world.main_first(lambda: prepare(cfg.data), agree=same_tokenizer)
         t = cfg.train
 
         def stage(shares: Shares) -> Stage:

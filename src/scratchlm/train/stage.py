@@ -27,6 +27,9 @@ from scratchlm.model import positions_and_mask
 
 Batch = dict[str, torch.Tensor]
 IGNORE = -100  # F.cross_entropy's ignore_index
+# A stage's loss over a (micro-)batch: its sum over the units, and other values summed the same way
+# (e.g. DPO's reward margins): the loop divides both by the global count and logs the means.
+LossOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 class BatchSource(Protocol):
@@ -47,7 +50,7 @@ class Stage(Protocol):
 
     def count(self, batch: Batch) -> int: ...  # units the loss sums over
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...  # summed over the units
+    def loss(self, model: nn.Module, batch: Batch) -> LossOutput: ...
 
     def log_values(self, step: int) -> dict[str, float]: ...
 
@@ -117,8 +120,8 @@ class TokenStage:
     def count(self, batch: Batch) -> int:
         return trained_tokens(batch)
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return next_token_loss(model, batch)
+    def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
+        return next_token_loss(model, batch), {}
 
     def log_values(self, step: int) -> dict[str, float]:
         return self.source.log_values(step)

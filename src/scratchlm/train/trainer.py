@@ -80,7 +80,8 @@ class Pending:
     lr: float
     tokens: int  # seen so far, this step included
     skipped: bool
-    extra: dict[str, float]
+    extra: dict[str, float]  # the batch source's numbers
+    values: dict[str, torch.Tensor]  # the loss's other values, scaled as the loss is
 
 
 class Trainer:
@@ -131,6 +132,7 @@ class Trainer:
         batch = self.stage.batch_for(self.step)
         count = self._sum_over_batch(self.stage.count(batch))
         scale = self.world.dims.dp / max(count, 1)  # data-parallel averaging x dp, then / the global count
+        sums: dict[str, torch.Tensor] = {}
         if self.pipeline is not None:
             with self.autocast:
                 total = self.pipeline.step(batch["inputs"].to(self.device), batch["targets"].to(self.device), scale)
@@ -140,9 +142,11 @@ class Trainer:
             for i, part in enumerate(micro):
                 set_gradient_sync(self.model, i == len(micro) - 1)
                 with self.autocast:
-                    loss = self.stage.loss(self.model, self._moved(part)) * scale
-                loss.backward()
-                total += loss.detach()
+                    loss, values = self.stage.loss(self.model, self._moved(part))
+                (loss * scale).backward()
+                total += loss.detach() * scale
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0) + value.detach().float() * scale
         grad_norm, finite = clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"), self.world)
         skipped = not finite or count == 0
         if skipped:
@@ -154,7 +158,7 @@ class Trainer:
         self.step += 1
         self.state["tokens"] += self.tokens_per_step
         return Pending(self.step, total, grad_norm, lr, self.state["tokens"], skipped,
-                       self.stage.log_values(self.step - 1))
+                       self.stage.log_values(self.step - 1), sums)
 
     def _skip(self, grad_norm: torch.Tensor, count: float) -> None:
         """Leave weights and optimizer state untouched: the step's batch is consumed, its update is not."""
@@ -170,28 +174,34 @@ class Trainer:
                 f"(now {self.optimizer.param_groups[0]['lr']:.3g}) or more --optim.warmup_steps")
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """Summed loss over the fixed validation set divided by its trained tokens, over all ranks."""
+    def validation(self) -> dict[str, float]:
+        """Loss (and the loss's other values) summed over the fixed validation set and divided by its units,
+        over all ranks: {"val_loss": ..., "val_<value>": ...}."""
         self.model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        sums: dict[str, torch.Tensor] = {"loss": torch.zeros((), dtype=torch.float64, device=self.device)}
         count = 0
         for batch in self.stage.validation:
             with self.autocast:
                 if self.pipeline is not None:
-                    loss = self.pipeline.eval(batch["inputs"].to(self.device), batch["targets"].to(self.device))
+                    values = {"loss": self.pipeline.eval(batch["inputs"].to(self.device),
+                                                         batch["targets"].to(self.device))}
                     count += self.stage.count(batch) if self.pipeline.has_last else 0
                 else:
-                    loss = self.stage.loss(self.model, self._moved(batch))
+                    loss, values = self.stage.loss(self.model, self._moved(batch))
+                    values = {"loss": loss, **values}
                     count += self.stage.count(batch)
-            total += loss.double()
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0) + value.detach().double()
         self.model.train()
-        if self.world.distributed:  # tensor-parallel copies count in both sums alike and cancel in the ratio
-            both = torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=self.device)])
-            dist.all_reduce(both)
-            total, count = both[0], both[1].item()
-        return total.item() / max(count, 1)
+        names = list(sums)
+        totals = torch.stack([sums[k] for k in names] + [torch.tensor(float(count), dtype=torch.float64,
+                                                                      device=self.device)])
+        if self.world.distributed:  # tensor-parallel copies count in every sum alike and cancel in the ratios
+            dist.all_reduce(totals)
+        *values, count = totals.tolist()
+        return {f"val_{k}": v / max(count, 1) for k, v in zip(names, values, strict=True)}
 
-    def _flush(self, pending: list[Pending], seconds: float, val_loss: float | None, bar: tqdm) -> None:
+    def _flush(self, pending: list[Pending], seconds: float, val: dict[str, float] | None, bar: tqdm) -> None:
         """Materialise the pending steps' numbers: watch them, log them, show them."""
         if not pending:
             return
@@ -200,11 +210,16 @@ class Trainer:
         mfu = tokens_per_s * self.flops_per_token / (self.peak * world_size) if self.peak else None
         records = []
         losses = self.world.mean_over_batch(torch.stack([p.loss for p in pending])).tolist()
-        for p, loss in zip(pending, losses, strict=True):
+        names = sorted(pending[0].values)
+        values = [[]] * len(pending)
+        if names:  # the loss's other values, averaged over the global batch as the loss is
+            stacked = torch.stack([torch.stack([p.values[k] for k in names]) for p in pending])
+            values = self.world.mean_over_batch(stacked).tolist()
+        for p, loss, row in zip(pending, losses, values, strict=True):
             record = {"step": p.step, "loss": round(loss, 5) if math.isfinite(loss) else None, "lr": p.lr,
                       "grad_norm": round(p.grad_norm.item(), 5) if not p.skipped else None,
                       "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4) if mfu is not None else None,
-                      "tokens": p.tokens, **p.extra}
+                      "tokens": p.tokens, **p.extra, **{k: round(v, 5) for k, v in zip(names, row, strict=True)}}
             if p.skipped:
                 record["skipped"] = True
             else:
@@ -212,16 +227,16 @@ class Trainer:
                 if warning:
                     tqdm.write(f"warning: {warning}")
             records.append(record)
-        if val_loss is not None:
-            records[-1]["val_loss"] = round(val_loss, 5)
+        if val is not None:
+            records[-1].update({k: round(v, 5) for k, v in val.items()})
         self.metrics.write(records)
         last = records[-1]
         shown = {"loss": f"{last['loss']:.3f}" if last["loss"] is not None else "skipped", "lr": f"{last['lr']:.2e}",
                  "tok/s": f"{tokens_per_s:,.0f}"}
         if mfu is not None:
             shown["mfu"] = f"{mfu:.1%}"
-        if val_loss is not None:
-            shown["val"] = f"{val_loss:.3f}"
+        if val is not None:
+            shown["val"] = f"{val['val_loss']:.3f}"
         bar.set_postfix(shown, refresh=False)
         bar.update(len(pending))
         pending.clear()
@@ -249,8 +264,10 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()  # the GPU runs ahead of Python; time the work, not the queueing
                     seconds = time.perf_counter() - tick
-                    last_val = self.validation_loss() if evaluate else None
-                    self._flush(pending, seconds, last_val, bar)
+                    val = self.validation() if evaluate else None
+                    if val is not None:
+                        last_val = val["val_loss"]
+                    self._flush(pending, seconds, val, bar)
                     if save:
                         self.save()
                         if self.is_main:

@@ -1,0 +1,70 @@
+"""World.main_first fails on every rank together: two gloo CPU processes, started as a job spread over
+nodes starts them (no torchrun agent that would stop the other ranks), try each way a rank can fail.
+A rank left waiting would fail with gloo's timeout instead of the message checked here."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_jsonl
+
+SCENARIOS = ["main_raises_oserror", "other_raises_runtime_error", "main_raises_scratch_error", "same_data",
+             "different_tokenizers"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, list[dict]]:
+    out, data = tmp_path_factory.mktemp("outcomes"), tmp_path_factory.mktemp("data")
+    write_jsonl(data / "same.jsonl", 40, seed=1)
+    script = ROOT / "tests" / "parallel" / "main_first_ranks.py"
+    base = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(out), str(data), *SCENARIOS],
+                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    return {name: [json.loads((out / f"{name}.{rank}.json").read_text()) for rank in range(2)] for name in SCENARIOS}
+
+
+def test_an_error_on_rank_0_stops_the_other_rank_with_its_message(outcomes):
+    main, other = outcomes["main_raises_oserror"]
+    assert main == {"error": "OSError", "message": "disk full while writing the cache"}
+    assert other["error"] == "ScratchError"
+    assert "rank 0" in other["message"] and "OSError: disk full while writing the cache" in other["message"]
+
+
+def test_an_error_on_another_rank_stops_rank_0(outcomes):
+    main, other = outcomes["other_raises_runtime_error"]
+    assert other == {"error": "RuntimeError", "message": "worker pool crashed"}
+    assert main["error"] == "ScratchError"
+    assert "rank 1" in main["message"] and "worker pool crashed" in main["message"]
+
+
+def test_a_users_mistake_is_the_same_line_on_every_rank(outcomes):
+    assert outcomes["main_raises_scratch_error"] == [{"error": "ScratchError",
+                                                      "message": "data path x.jsonl does not exist"}] * 2
+
+
+def test_ranks_that_prepared_the_same_data_go_on(outcomes):
+    assert outcomes["same_data"] == [{"error": None, "message": ""}] * 2
+
+
+def test_ranks_with_different_tokenizers_all_refuse(outcomes):
+    for outcome in outcomes["different_tokenizers"]:
+        assert outcome["error"] == "ScratchError"
+        assert "disagree on the tokenizer" in outcome["message"] and "tokenizer-of-rank-1" in outcome["message"]
+    assert outcomes["different_tokenizers"][0] == outcomes["different_tokenizers"][1]
