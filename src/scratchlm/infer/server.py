@@ -112,7 +112,7 @@ class Batch:
     """The sequences of one request: n per prompt, choice index = prompt index * n + j."""
 
     def __init__(self, prompts: list[list[int]], n: int, handles: list[RequestHandle]) -> None:
-        self.prompts, self.n, self.handles = prompts, n, handles
+        self.n, self.handles = n, handles
         self.prompt_tokens = sum(len(p) for p in prompts)
         self.cached = [0] * len(prompts)  # the prefix cache's share of each prompt, as its first choice saw it
 
