@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded corpus: install, prepare, pretrain the tiny preset, fine-tune it on
-# conversations, and talk to it.
+# conversations, talk to it, evaluate both models and write the report card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,5 +25,10 @@ for PROMPT in "$QUESTION" "$REQUEST"; do
   echo "--- $SFT (greedy):"
   .venv/bin/scratchlm chat "$SFT" --prompt "$PROMPT" --temperature 0 --max-new-tokens 400
 done
+# GSM8K-style held-out math, scored by lm-evaluation-harness's rules: the base model few-shot (three worked
+# examples fill most of tiny's 512-token context), the fine-tuned one zero-shot through its chat format.
+.venv/bin/scratchlm eval "$RUN" --tasks gsm8k --fewshot 3 --max-new-tokens 112 --limit 200
+.venv/bin/scratchlm eval "$SFT" --tasks gsm8k --limit 200
+.venv/bin/scratchlm report "$SFT"
 echo
-echo "plots: $RUN/plots/loss.png $SFT/plots/loss.png; talk to the model: .venv/bin/scratchlm chat $SFT"
+echo "report card: $SFT/report.html; talk to the model: .venv/bin/scratchlm chat $SFT"

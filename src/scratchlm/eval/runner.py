@@ -25,7 +25,7 @@ from scratchlm.chat import find_chat_format, generation_stop_ids
 from scratchlm.errors import ScratchError
 from scratchlm.eval.scorer import cut_at_stops
 from scratchlm.hardware import resolve_device
-from scratchlm.infer.engine import Engine, SamplingParams
+from scratchlm.infer.engine import Completion, Engine, SamplingParams
 from scratchlm.run import load_run, open_run
 
 # Logits of one batch of log-likelihood rows are kept under this many elements (4 GiB in fp32).
@@ -93,22 +93,22 @@ class Runner:
         or stop_ids), a stop string, or max_new_tokens. seeds: one per prompt
         when sampling (temperature > 0).
 
-        Every generation of an evaluation goes through here, one sequence at a time today.
+        Every generation of an evaluation goes through here: all prompts go to the batched engine at once,
+        which decodes as many together as its memory allows.
         """
-        engine = Engine(self.model, set(self.stop_ids if stop_ids is None else stop_ids))
-        completions = []
-        for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="prompt", leave=False)):
-            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                    seed=None if seeds is None else seeds[i])
-            ids: list[int] = []
-            text = ""
-            for token in engine.stream(prompt, params):
-                ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special=True)
-                if any(s and s in text for s in stop):
-                    break
-            completions.append(cut_at_stops(text, stop))
-        return completions
+        engine = Engine(self.model, self.stop_ids if stop_ids is None else stop_ids, self.tokenizer,
+                        max_running=self.batch_size)
+        stops = [s for s in stop if s]
+        ids = [engine.add_request(prompt, SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, seed=None if seeds is None else seeds[i],
+            stop=stops, skip_special_tokens=True)) for i, prompt in enumerate(prompts)]
+        done = {i: Completion(i) for i in ids}
+        with tqdm(total=len(ids), desc=desc, unit="prompt", leave=False) as bar:
+            while engine.has_work():
+                for out in engine.step():
+                    done[out.request_id].add(out)
+                    bar.update(out.finished)
+        return [cut_at_stops(done[i].text, stop) for i in ids]
 
     @torch.inference_mode()
     def loglikelihoods(self, requests: Sequence[tuple[list[int], list[int]]], desc: str = "score"
