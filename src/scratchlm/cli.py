@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,6 +128,16 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> None:
     for piece in generate_text(args.run_dir, args.prompt, params, device=args.device):
         print(piece, end="", flush=True)
     print()
+
+
+def cmd_serve(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.infer.server import serve
+
+    if extra:
+        raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm serve --help")
+    api_key = args.api_key or os.environ.get("SCRATCHLM_API_KEY") or None
+    serve(args.run_dir, host=args.host, port=args.port, api_key=api_key, max_waiting=args.max_waiting,
+          max_running=args.max_running, device=args.device, model_name=args.model_name)
 
 
 def cmd_corpus(args: argparse.Namespace, extra: list[str]) -> None:
@@ -290,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="a system message to start with")
     _sampling_args(p, max_new_tokens=300, temperature=0.7)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", allow_abbrev=False,
+                       help="serve a model over OpenAI's API (chat and completions, streamed) with a web chat at /")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (the first line says which)")
+    p.add_argument("--api-key", help="clients must send it as Authorization: Bearer KEY (default: "
+                   "$SCRATCHLM_API_KEY; neither: no key)")
+    p.add_argument("--max-running", type=int, default=64, help="sequences decoded together at most")
+    p.add_argument("--max-waiting", type=int, default=256,
+                   help="sequences waiting for a running slot at most; beyond it requests get 429")
+    p.add_argument("--model-name", help="the model id clients name (default: the run directory's name)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export-hf", allow_abbrev=False,
                        help="write a run's latest checkpoint as a Hugging Face Llama model directory")
