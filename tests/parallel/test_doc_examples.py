@@ -58,7 +58,7 @@ def on_cpu(command: str, data: Path, out: Path) -> list[str]:
     if "--data" in args:
         args[args.index("--data") + 1] = str(data)
     return [sys.executable, "-m", "torch.distributed.run", *args[1:], "--max-steps", "2", "--samples", "0",
-            "--data.embedded_docs", "300", "--train.eval_batches", "1"]
+            "--data.embedded_docs", "300", "--data.val_fraction", "0.2", "--train.eval_batches", "1"]
 
 
 EXAMPLES = torchrun_examples()
