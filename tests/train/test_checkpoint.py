@@ -49,3 +49,21 @@ def test_refuses_another_models_checkpoint(tmp_path):
     other = build_model(small_model_config(dim=96), seed=0)
     with pytest.raises(ScratchError, match="another model"):
         load_checkpoint(latest_checkpoint(tmp_path), other, None)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_reward_model_takes_a_language_models_trunk_and_keeps_its_new_head(tmp_path, tied):
+    from scratchlm.train.checkpoint import load_weights
+
+    policy = build_model(small_model_config(tie_embeddings=tied), seed=0)
+    save_checkpoint(tmp_path, 1, policy, None, {}, keep=1)
+    scorer = build_model(small_model_config(tie_embeddings=tied, head="score"), seed=3)
+    head = scorer.score.weight.clone()
+    with pytest.raises(ScratchError, match="score.weight is missing"):
+        load_weights(scorer, latest_checkpoint(tmp_path))
+    load_weights(scorer, latest_checkpoint(tmp_path), fresh=("score.weight",))
+    trunk = {k: v for k, v in policy.state_dict().items() if k != "output.weight"}
+    got = scorer.state_dict()
+    assert set(got) == set(trunk) | {"score.weight"}
+    assert all(torch.equal(got[k], v) for k, v in trunk.items())
+    assert torch.equal(scorer.score.weight, head)  # the new head keeps its initial values

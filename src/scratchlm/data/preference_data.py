@@ -142,7 +142,7 @@ def to_pair(record: object) -> PreferencePair:
     if not chosen_reply or not rejected_reply:  # one goes on where the other stops: nothing to compare
         raise BadRecord("empty chosen or rejected")
     if not prompt:
-        raise BadRecord("no prompt")
+        raise BadRecord("no prompt (chosen and rejected share no beginning)")
     if chosen_reply[0]["role"] != "assistant" or rejected_reply[0]["role"] != "assistant":
         raise BadRecord("chosen and rejected differ before the assistant's reply")
     margin = record.get("margin")
@@ -180,11 +180,14 @@ def _reply(text: str) -> dict:
 
 
 def _starts_with(messages: list, prompt: str | list) -> bool:
-    """Whether a whole conversation already holds the prompt at its start (UltraFeedback binarized)."""
-    if isinstance(prompt, str):
-        first = messages[0] if messages else None
-        return isinstance(first, dict) and first.get("role") == "user" and first.get("content") == prompt
-    return isinstance(prompt, list) and messages[:len(prompt)] == prompt
+    """Whether a whole conversation already holds the prompt at its start (UltraFeedback binarized), comparing
+    roles and contents only (parquet gives the messages of each column the keys of all of them)."""
+    def said(items: list) -> list:
+        return [(m.get("role", m.get("from")), m.get("content", m.get("value"))) if isinstance(m, dict) else m
+                for m in items]
+
+    prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return isinstance(prompt, list) and said(messages[:len(prompt)]) == said(prompt)
 
 
 def _transcript(text: str, name: str) -> list:

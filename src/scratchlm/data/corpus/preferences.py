@@ -115,18 +115,19 @@ def with_slip(solution: str, step: int, slip: int) -> str | None:
 
 def _math_pair(rng: random.Random, problem: dict[str, str]) -> Pair:
     solution = problem["answer"]
+    body, final = solution.rsplit("#### ", 1)
     steps = len(solution.split("\n")) - 1
     rejected = None
     if rng.random() < 0.5:
         kind = "math_slip"
         tries = [(step, slip) for step in range(steps) for slip in _SLIPS]
         rng.shuffle(tries)
-        rejected = next((r for step, slip in tries if (r := with_slip(solution, step, slip)) is not None), None)
-    if rejected is None:  # every slip of this problem leaves the whole numbers: the final line is wrong instead
+        # A slip whose result no later step uses would leave the answer right: only those that reach it count.
+        rejected = next((r for step, slip in tries if (r := with_slip(solution, step, slip)) is not None
+                         and not r.endswith(f"#### {final}")), None)
+    if rejected is None:  # no slip of this problem reaches the answer in whole numbers: the final line is wrong
         kind = "math_final"
-        final = int(solution.rsplit("#### ", 1)[1])
-        wrong = final + rng.choice([s for s in _SLIPS if final + s >= 0])
-        rejected = solution.rsplit("#### ", 1)[0] + f"#### {wrong}"
+        rejected = f"{body}#### {int(final) + rng.choice([s for s in _SLIPS if int(final) + s >= 0])}"
     return _pair(problem["question"], solution, rejected, kind)
 
 
