@@ -86,9 +86,7 @@ def sequence_logps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 
 def pair_logps(model: nn.Module, batch: Batch) -> torch.Tensor:
     """log pi of each side's reply, (pairs, 2): both sides in one forward pass."""
-    pairs, _, width = batch["inputs"].shape
-    return sequence_logps(model, batch["inputs"].view(2 * pairs, width),
-                          batch["targets"].view(2 * pairs, width)).view(pairs, 2)
+    return sequence_logps(model, batch["inputs"].flatten(0, 1), batch["targets"].flatten(0, 1)).view(-1, 2)
 
 
 class DPOStage(PairStage):

@@ -38,6 +38,7 @@ class PairRows:
     chosen: Row
     rejected: Row
     margin: float = 0.0
+    kind: str = ""  # the embedded corpus's kind of pair, for accuracies by kind
 
     @property
     def width(self) -> int:
@@ -68,7 +69,7 @@ def to_pair_rows(pairs: list[PreferencePair], fmt: ChatFormat, seq_len: int, ski
         elif max(len(chosen.inputs), len(rejected.inputs)) > seq_len:
             skips.add("longer than the context", i + 1, where)
         else:
-            rows.append(PairRows(chosen, rejected, margin if pair.margin is None else pair.margin))
+            rows.append(PairRows(chosen, rejected, margin if pair.margin is None else pair.margin, pair.kind))
     return rows
 
 
@@ -86,6 +87,18 @@ def collate_pairs(pairs: list[PairRows], pad_id: int) -> Batch:
             lengths[i, side] = n
     margins = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     return {"inputs": inputs, "targets": targets, "lengths": lengths, "margins": margins}
+
+
+@torch.no_grad()
+def score_pairs(score: Callable[[Batch], torch.Tensor], pairs: list[PairRows], pad_id: int, batch_size: int = 16
+                ) -> torch.Tensor:
+    """score(batch) -> (pairs, 2) for every pair, in batches of similar length; (len(pairs), 2) in their order."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].width)
+    out = torch.empty(len(pairs), 2)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        out[chunk] = score(collate_pairs([pairs[i] for i in chunk], pad_id)).float().cpu()
+    return out
 
 
 def real_pairs(batch: Batch) -> torch.Tensor:

@@ -68,10 +68,9 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: tor
 
 def pair_scores(model: nn.Module, batch: Batch) -> torch.Tensor:
     """The reward of each side of each pair, (pairs, 2) in fp32: the score at its last token."""
-    pairs, _, width = batch["inputs"].shape
-    scores = model(batch["inputs"].view(2 * pairs, width))
-    last = (batch["lengths"].view(-1) - 1).clamp(min=0)
-    return scores.gather(1, last[:, None]).float().view(pairs, 2)
+    scores = model(batch["inputs"].flatten(0, 1))
+    last = (batch["lengths"].flatten() - 1).clamp(min=0)
+    return scores.gather(1, last[:, None]).float().view(-1, 2)
 
 
 class RewardStage(PairStage):
