@@ -134,6 +134,26 @@ def test_flops_formula_matches_counted_flops(tie):
     assert flops_per_token(cfg, seq) == pytest.approx(3 * counter.get_total_flops() / seq + attention, rel=0.01)
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_score_head_reads_one_number_per_position_from_the_final_norm(tie):
+    """model.head score: Linear(dim, 1) on the normed hidden states instead of the LM head; counts and FLOPs
+    follow (no vocabulary-sized product, tied or not)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = small_model_config(tie_embeddings=tie, head="score", vocab_size=2000)
+    model = build_model(cfg, seed=0)
+    assert model.output is None and sum(p.numel() for p in model.parameters()) == num_params(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 12))
+    normed = {}
+    model.norm.register_forward_hook(lambda _m, _i, out: normed.setdefault("h", out))
+    with FlopCounterMode(display=False) as counter:
+        scores = model(tokens)
+    assert scores.shape == (2, 12)
+    torch.testing.assert_close(scores, normed["h"] @ model.score.weight[0])
+    attention = 3 * 2 * 2 * 12 * cfg.dim * cfg.n_layers
+    assert flops_per_token(cfg, 12) == pytest.approx(3 * counter.get_total_flops() / 24 + attention, rel=0.01)
+
+
 def test_packed_rows_compute_each_sequence_alone():
     cfg = small_model_config()
     model = build_model(cfg)

@@ -76,20 +76,60 @@ def cmd_pretrain(args: argparse.Namespace, extra: list[str]) -> None:
         print_samples(out, n=args.samples)
 
 
-def cmd_sft(args: argparse.Namespace, extra: list[str]) -> None:
+def _posttrain_config(args: argparse.Namespace, extra: list[str], stage: str, defaults: dict
+                      ) -> tuple[Config, dict[str, str]]:
+    """A post-training stage's config: the run's own config.yaml when resuming it, else the parent's config
+    with the stage's defaults, --config and the overrides (scratchlm.posttrain.common.stage_config)."""
     from scratchlm.config import load_config
-    from scratchlm.posttrain.sft import sft, sft_config
+    from scratchlm.posttrain.common import stage_config
 
     out = Path(args.out)
     overrides = _overrides(args, extra)
     if args.resume and not args.config and (out / "config.yaml").is_file():
         cfg = load_config(config_file=out / "config.yaml", overrides=overrides, skip_sections=("parallel",))
     else:
-        cfg = sft_config(Path(args.base_run), args.config, overrides)
-    result = sft(cfg, Path(args.base_run), out, resume=args.resume, user_keys=frozenset(overrides))
+        cfg = stage_config(stage, Path(args.parent_run), defaults, args.config, overrides)
+    return cfg, overrides
+
+
+def cmd_sft(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.posttrain.sft import SFT_DEFAULTS, sft
+
+    cfg, overrides = _posttrain_config(args, extra, "sft", SFT_DEFAULTS)
+    out = Path(args.out)
+    result = sft(cfg, Path(args.parent_run), out, resume=args.resume, user_keys=frozenset(overrides))
     if result["main"]:
         print(f"done: step {result['step']}, validation loss {result['val_loss']:.3f}; run directory {out}; "
               f"talk to it with scratchlm chat {out}")
+
+
+def _pairwise_result(result: dict, out: Path) -> str:
+    """The last validation accuracy of a pair stage, read back from its metrics."""
+    from scratchlm.train.metrics import read_metrics
+
+    last = next((r for r in reversed(read_metrics(out)) if "val_accuracy" in r), {})
+    return (f"done: step {result['step']}, validation loss {result['val_loss']:.3f}, validation pairwise accuracy "
+            f"{last.get('val_accuracy', float('nan')):.3f}; run directory {out}")
+
+
+def cmd_reward(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.posttrain.reward import REWARD_DEFAULTS, reward
+
+    cfg, overrides = _posttrain_config(args, extra, "reward", REWARD_DEFAULTS)
+    out = Path(args.out)
+    result = reward(cfg, Path(args.parent_run), out, resume=args.resume, user_keys=frozenset(overrides))
+    if result["main"]:
+        print(_pairwise_result(result, out))
+
+
+def cmd_dpo(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.posttrain.dpo import DPO_DEFAULTS, dpo
+
+    cfg, overrides = _posttrain_config(args, extra, "dpo", DPO_DEFAULTS)
+    out = Path(args.out)
+    result = dpo(cfg, Path(args.parent_run), out, resume=args.resume, user_keys=frozenset(overrides))
+    if result["main"]:
+        print(f"{_pairwise_result(result, out)}; talk to it with scratchlm chat {out}")
 
 
 def _sampling(args: argparse.Namespace):
@@ -162,7 +202,7 @@ def cmd_export_hf(args: argparse.Namespace, extra: list[str]) -> None:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm export-hf --help")
     done = export_hf(args.run_dir, args.out_dir, max_shard_size=args.max_shard_size, dtype=args.dtype)
     print(f"exported {args.run_dir} ({done['step']}, {done['dtype']}, {done['files']} safetensors file(s)) to "
-          f"{done['out']}; load it with transformers.AutoModelForCausalLM.from_pretrained('{done['out']}')")
+          f"{done['out']}; load it with transformers.{done['auto_class']}.from_pretrained('{done['out']}')")
 
 
 def cmd_import_hf(args: argparse.Namespace, extra: list[str]) -> None:
@@ -282,11 +322,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sft", allow_abbrev=False, help="fine-tune a run on conversations (supervised fine-tuning)",
                        epilog="Any config field is an option: --optim.lr 3e-4 --sft.packing true ...")
-    p.add_argument("base_run", help="the pretrained (or imported) run whose weights to start from")
+    p.add_argument("parent_run", metavar="base_run",
+                   help="the pretrained (or imported) run whose weights to start from")
     _config_args(p)
     p.add_argument("--out", required=True, help="run directory of the fine-tuned model")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("reward", allow_abbrev=False, help="train a reward model on preference pairs (Bradley-Terry)",
+                       epilog="Any config field is an option: --reward.margin 0.5 --optim.lr 1e-4 ...")
+    p.add_argument("parent_run", metavar="sft_run", help="the fine-tuned run whose trunk the reward model starts from")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory of the reward model")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.set_defaults(func=cmd_reward)
+
+    p = sub.add_parser("dpo", allow_abbrev=False, help="tune a policy on preference pairs (direct preference "
+                       "optimisation)", epilog="Any config field is an option: --dpo.beta 0.1 --dpo.loss ipo ...")
+    p.add_argument("parent_run", metavar="sft_run", help="the fine-tuned run to start from and to stay close to")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory of the tuned policy")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.set_defaults(func=cmd_dpo)
 
     p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
     p.add_argument("run_dir")
@@ -358,12 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("corpus", allow_abbrev=False,
-                       help="write the embedded corpus (stories, math problems, conversations) to a .jsonl file")
+    p = sub.add_parser("corpus", allow_abbrev=False, help="write the embedded corpus (stories, math, conversations, "
+                       "preference pairs) to a .jsonl file")
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="train", help="train | validation | heldout")
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--kind", default="documents", help="documents | stories | math | conversations")
+    p.add_argument("--kind", default="documents", help="documents | stories | math | conversations | preferences")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corpus)
     return parser

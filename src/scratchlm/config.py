@@ -44,6 +44,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True  # the output head reuses the token-embedding matrix
     init_std: float = 0.02
+    # "lm": logits over the vocabulary (a language model, a policy); "score": one scalar per position from
+    # a Linear(dim, 1) in place of the LM head (a reward model, as transformers' LlamaForSequenceClassification)
+    head: str = "lm"
 
     @property
     def head_dim(self) -> int:
@@ -125,9 +128,25 @@ class SFTConfig:
 
 
 @dataclass
+class RewardConfig:
+    """The reward model (scratchlm reward): Bradley-Terry loss -log sigmoid(r_chosen - r_rejected - margin)."""
+
+    margin: float = 0.0  # for pairs whose record gives no margin of its own
+
+
+@dataclass
+class DPOConfig:
+    """Direct preference optimisation (scratchlm dpo)."""
+
+    beta: float = 0.1  # strength of the pull towards the reference: implicit reward = beta * log(pi / pi_ref)
+    loss: str = "sigmoid"  # "sigmoid" (DPO) | "ipo" (squared distance of the log-ratio margin to 1 / (2 beta))
+    reference_free: bool = False  # true: compare the policy's log-probs alone (a reference of uniform odds)
+
+
+@dataclass
 class Config:
     preset: str = "tiny"
-    stage: str = "pretrain"  # what trained this run: pretrain | sft | ... (set by the command)
+    stage: str = "pretrain"  # what trained this run: pretrain | sft | reward | dpo | ... (set by the command)
     parent: str = ""  # the run whose weights this one started from (the lineage base -> sft -> ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -135,6 +154,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -320,6 +341,9 @@ def validate(cfg: Config) -> None:
         (m.rope_scaling in ("none", "llama3") and m.rope_high_freq_factor > m.rope_low_freq_factor,
          f"model.rope_scaling must be none or llama3 (got '{m.rope_scaling}'), with rope_high_freq_factor above "
          "rope_low_freq_factor"),
+        (m.head in ("lm", "score"), f"model.head must be lm or score, got '{m.head}'"),
+        (cfg.dpo.beta > 0, f"dpo.beta must be positive, got {cfg.dpo.beta}; try 0.1"),
+        (cfg.dpo.loss in ("sigmoid", "ipo"), f"dpo.loss must be sigmoid or ipo, got '{cfg.dpo.loss}'"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
         (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and optim.beta2 must be in [0, 1), got {o.beta1} and "
                                                 f"{o.beta2}; AdamW's usual values are 0.9 and 0.95"),

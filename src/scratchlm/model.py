@@ -4,6 +4,7 @@
            -> N x [ h = x + Attention(RMSNorm(x))   # RoPE on q and k, grouped-query attention
                     x = h + SwiGLU(RMSNorm(h)) ]    # w2(silu(w1 x) * w3 x)
            -> RMSNorm -> linear head (optionally tied to the embedding) -> logits
+                         (or, for a reward model, a score head: one scalar per position)
 
 Plain PyTorch that knows nothing of parallelism: tensor, data and pipeline parallelism are applied
 from outside (scratchlm.parallel). Layers live in an nn.ModuleDict keyed by their index, so a
@@ -180,15 +181,19 @@ class Transformer(nn.Module):
         self.norm: RMSNorm | None = RMSNorm(cfg.dim, cfg.norm_eps)
         # Tied: the head multiplies by the embedding matrix itself, so there is one tensor to keep in
         # sync, to shard and to save (a separate Linear sharing the weight breaks under to_empty).
-        self.output: nn.Linear | None = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        lm_head = cfg.head == "lm" and not cfg.tie_embeddings
+        self.output: nn.Linear | None = nn.Linear(cfg.dim, cfg.vocab_size, bias=False) if lm_head else None
+        # A reward model reads one number per position instead of a distribution over the vocabulary.
+        self.score: nn.Linear | None = nn.Linear(cfg.dim, 1, bias=False) if cfg.head == "score" else None
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, tokens: torch.Tensor, cache: KVCacheLike | None = None, start_pos: int = 0,
                 positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens: (batch, seq) ids -> logits (batch, seq, vocab). positions and mask: see Attention.forward
-        (packed sequences: positions_and_mask; the inference engine: its own for paged caches).
+        """tokens: (batch, seq) ids -> logits (batch, seq, vocab), or with the score head scores (batch, seq).
+        positions and mask: see Attention.forward (packed sequences: positions_and_mask; the inference
+        engine: its own for paged caches).
 
         A pipeline stage without the embedding takes hidden states (batch, seq, dim) instead, and
         one without the head returns hidden states.
@@ -199,6 +204,8 @@ class Transformer(nn.Module):
         if self.norm is None:
             return h
         h = self.norm(h)
+        if self.score is not None:
+            return self.score(h).squeeze(-1)
         if self.output is not None:
             return self.output(h)
         return F.linear(h, self.tok_embeddings.weight)
@@ -273,7 +280,7 @@ def num_params(cfg: ModelConfig, embedding: bool = True) -> int:
     ffn = 3 * d * cfg.ffn_hidden_dim
     per_layer = attn + ffn + 2 * d
     emb = cfg.vocab_size * d
-    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    head = d if cfg.head == "score" else 0 if cfg.tie_embeddings else cfg.vocab_size * d
     return cfg.n_layers * per_layer + d + head + (emb if embedding else 0)
 
 
@@ -284,5 +291,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     the head (which is the embedding matrix again when tied). 12 L d T is the attention's q k^T and
     attention-times-v products, which no parameter count sees.
     """
-    n_matmul = num_params(cfg, embedding=False) + (cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0)
+    tied_head = cfg.tie_embeddings and cfg.head == "lm"
+    n_matmul = num_params(cfg, embedding=False) + (cfg.vocab_size * cfg.dim if tied_head else 0)
     return 6 * n_matmul + 12 * cfg.n_layers * cfg.dim * seq_len

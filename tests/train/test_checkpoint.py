@@ -105,3 +105,21 @@ def test_a_damaged_checkpoint_names_the_file_and_the_way_back(tmp_path, damage):
     assert "step_000001" in message and "\n" not in message
     # The checkpoint before it is untouched and loads.
     assert load_checkpoint(checkpoint_dirs(tmp_path)[0], fresh, build_optimizer(fresh, OptimConfig()))["step"] == 1
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_reward_model_takes_a_language_models_trunk_and_keeps_its_new_head(tmp_path, tied):
+    from scratchlm.train.checkpoint import load_weights
+
+    policy = build_model(small_model_config(tie_embeddings=tied), seed=0)
+    save_checkpoint(tmp_path, 1, policy, None, {}, keep=1)
+    scorer = build_model(small_model_config(tie_embeddings=tied, head="score"), seed=3)
+    head = scorer.score.weight.clone()
+    with pytest.raises(ScratchError, match="score.weight is missing"):
+        load_weights(scorer, latest_checkpoint(tmp_path))
+    load_weights(scorer, latest_checkpoint(tmp_path), fresh=("score.weight",))
+    trunk = {k: v for k, v in policy.state_dict().items() if k != "output.weight"}
+    got = scorer.state_dict()
+    assert set(got) == set(trunk) | {"score.weight"}
+    assert all(torch.equal(got[k], v) for k, v in trunk.items())
+    assert torch.equal(scorer.score.weight, head)  # the new head keeps its initial values

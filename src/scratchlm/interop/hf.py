@@ -1,4 +1,5 @@
-"""Export to and import from the Hugging Face Llama format (LlamaForCausalLM).
+"""Export to and import from the Hugging Face Llama format (LlamaForCausalLM; a reward model exports as
+LlamaForSequenceClassification with one label).
 
 Our Transformer has Llama's parameter shapes and its rotate-half RoPE layout, so converting is
 renaming tensors (RENAMES, one map used both ways) and translating the config: no weight is
@@ -8,7 +9,9 @@ permuted, scaled or changed. Export keeps the checkpoint's dtype unless asked fo
 lm-evaluation-harness load with no extra code:
 
     config.json               LlamaForCausalLM: shapes, rope_theta (+ rope_scaling), rms_norm_eps, ids, torch_dtype
-    generation_config.json    bos and pad ids; eos_token_id: every id that ends generation (chat.generation_stop_ids)
+                              (a reward model: LlamaForSequenceClassification, one label, its pad_token_id)
+    generation_config.json    bos and pad ids; eos_token_id: every id that ends generation (chat.generation_stop_ids);
+                              language models only
     model.safetensors         or model-0000k-of-0000n.safetensors + model.safetensors.index.json above --max-shard-size
     tokenizer.json            the run's BPE, with a post-processor that prepends bos as our training documents do
     tokenizer_config.json     bos/eos/pad tokens and the chat template (scratchlm.chat: ours, or an imported one)
@@ -64,6 +67,7 @@ RENAMES = [
     ("layers.{i}.feed_forward.w3.weight", "model.layers.{i}.mlp.up_proj.weight"),
     ("norm.weight", "model.norm.weight"),
     ("output.weight", "lm_head.weight"),
+    ("score.weight", "score.weight"),  # a reward model's head (LlamaForSequenceClassification)
 ]
 
 
@@ -181,7 +185,7 @@ def hf_config(cfg: ModelConfig, tokenizer: BPETokenizer, dtype: torch.dtype) -> 
                         "high_freq_factor": cfg.rope_high_freq_factor,
                         "original_max_position_embeddings": cfg.rope_original_max_seq_len}
     pad = tokenizer.roles.get("pad")
-    return {
+    config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": cfg.vocab_size,
@@ -207,6 +211,12 @@ def hf_config(cfg: ModelConfig, tokenizer: BPETokenizer, dtype: torch.dtype) -> 
         "torch_dtype": _dtype_name(dtype),
         "use_cache": True,
     }
+    if cfg.head == "score":
+        # One label, read at the last token that is not pad_token_id: transformers needs the pad id to find
+        # it (eos stands in for a tokenizer without a pad token, as in our pad_id).
+        config.update(architectures=["LlamaForSequenceClassification"], id2label={"0": "LABEL_0"},
+                      label2id={"LABEL_0": 0}, tie_word_embeddings=False, pad_token_id=tokenizer.pad_id)
+    return config
 
 
 def _hf_tokenizer_files(tokenizer: BPETokenizer, cfg: ModelConfig, chat_template: str | None
@@ -275,16 +285,23 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, max_shard_size: str = "5
 
     # An imported model keeps its own template; a base model imported without one gets none.
     chat = find_chat_format(run_dir, tokenizer)
+    scores = cfg.model.head == "score"
+    if scores and chat is not None and tokenizer.pad_id in chat.stop_ids:
+        raise ScratchError(f"{run_dir} is a reward model whose pad token (id {tokenizer.pad_id}) also ends a turn: "
+                           "transformers, which reads the score at the last token that is not the pad token, would "
+                           "read it one token early; use a tokenizer with a pad token of its own")
     config = hf_config(cfg.model, tokenizer, out_dtype)
     generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": generation_stop_ids(tokenizer, chat),
                   "pad_token_id": config["pad_token_id"]}
     with _staged_dir(out_dir) as tmp:
         files = _save_shards({rename(k, to_hf=True): v for k, v in weights.items()}, tmp, max_bytes)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        if not scores:  # a reward model generates nothing
+            (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
         for name, text in _hf_tokenizer_files(tokenizer, cfg.model, chat.template if chat else None).items():
             (tmp / name).write_text(text)
-    return {"out": out_dir, "step": ckpt.name, "files": files, "dtype": _dtype_name(out_dtype)}
+    return {"out": out_dir, "step": ckpt.name, "files": files, "dtype": _dtype_name(out_dtype),
+            "auto_class": "AutoModelForSequenceClassification" if scores else "AutoModelForCausalLM"}
 
 
 # ---------------------------------------------------------------------------------------------- import

@@ -32,7 +32,7 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -221,11 +221,14 @@ def stored_shapes(ckpt: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
 
 
-def check_compatible(model: nn.Module, ckpt: Path) -> None:
-    """Refuse a checkpoint whose tensors do not match this model (DTensor shapes are the full shapes)."""
+def check_compatible(model: nn.Module, ckpt: Path, fresh: Collection[str] = ()) -> None:
+    """Refuse a checkpoint whose tensors do not match this model (DTensor shapes are the full shapes);
+    the `fresh` ones may be missing (see load_weights)."""
     stored = stored_shapes(ckpt)
     expected = _Names(model).own(model.state_dict())
     for name, tensor in expected.items():
+        if name in fresh and name not in stored:
+            continue
         if name not in stored:
             raise ScratchError(f"checkpoint {ckpt} belongs to another model ({name} is missing)")
         if stored[name] != tuple(tensor.shape):
@@ -255,19 +258,29 @@ def _dcp_load(state: dict[str, Any], ckpt: Path) -> None:
         dcp.load(state, checkpoint_id=ckpt)
 
 
-def load_weights(model: nn.Module, ckpt: Path) -> None:
-    """Load a checkpoint's weights into model, whatever layout wrote them and however model is sharded."""
+def load_weights(model: nn.Module, ckpt: Path, fresh: Collection[str] = ()) -> None:
+    """Load a checkpoint's weights into model, whatever layout wrote them and however model is sharded.
+
+    fresh: parameters that a checkpoint of another head lacks and that keep their initial values (a
+    reward model's score head, started from a language model); the checkpoint's tensors that the model
+    has no place for (that language model's head) are then left out too. Empty: every tensor must fit."""
     ckpt = Path(ckpt)
-    check_compatible(model, ckpt)
+    check_compatible(model, ckpt, fresh)
     names = _Names(model)
+    missing = set(fresh) - set(stored_shapes(ckpt))
+    options = StateDictOptions(strict=not fresh)
     if is_sharded(ckpt):
         sd = _sharded_state(model, None)
+        sd["model"] = {k: v for k, v in sd["model"].items() if k not in missing}
         _dcp_load(sd, ckpt)
-        set_model_state_dict(model, names.local(sd["model"]))
+        set_model_state_dict(model, names.local(sd["model"]), options=options)
         return
+    local = get_model_state_dict(model)
     with _reading(ckpt, "model.safetensors"):
-        full = load_file(ckpt / "model.safetensors")
-    set_model_state_dict(model, _shard_like(names.local(full), get_model_state_dict(model)))
+        full = names.local(load_file(ckpt / "model.safetensors"))
+    if fresh:
+        full = {k: v for k, v in full.items() if k in local}
+    set_model_state_dict(model, _shard_like(full, local), options=options)
 
 
 def load_checkpoint(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from scratchlm.config import Config
@@ -89,12 +90,13 @@ def check_vocab(cfg: Config, tokenizer: BPETokenizer, user_keys: frozenset[str])
 
 
 def launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: frozenset[str] = frozenset(),
-           parent_checkpoint: Path | None = None, write_files: Callable[[Path], None] | None = None
-           ) -> dict[str, float]:
+           parent_checkpoint: Path | None = None, write_files: Callable[[Path], None] | None = None,
+           load_parent: Callable[[nn.Module, Path], None] = load_weights) -> dict[str, float]:
     """Train cfg.stage in this process, or as one rank of a torchrun job (the layout comes from cfg.parallel).
 
     parent_checkpoint: the weights a fresh run starts from (a pretrained run for SFT); None: random init.
     write_files: writes the command's own files into the run directory (on rank 0, beside config.yaml).
+    load_parent: how the parent's weights go into the model (a reward model keeps its new head).
     """
     # The micro-batch adapts to the data-parallel size first, so that the layout checks see the fitted one.
     val_sequences = cfg.train.eval_batches * cfg.train.global_batch  # the same on every layout
@@ -103,15 +105,15 @@ def launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: fr
     try:
         if note and world.is_main:
             tqdm.write(note)
-        return _launch(cfg, Path(run_dir), resume, data, user_keys, parent_checkpoint, write_files, world,
-                       val_sequences)
+        return _launch(cfg, Path(run_dir), resume, data, user_keys, parent_checkpoint, write_files, load_parent,
+                       world, val_sequences)
     finally:
         world.close()
 
 
 def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: frozenset[str],
-            parent_checkpoint: Path | None, write_files: Callable[[Path], None] | None, world: World,
-            val_sequences: int) -> dict[str, float]:
+            parent_checkpoint: Path | None, write_files: Callable[[Path], None] | None,
+            load_parent: Callable[[nn.Module, Path], None], world: World, val_sequences: int) -> dict[str, float]:
     say = tqdm.write if world.is_main else (lambda _text: None)
     cfg.train.precision, note = resolve_precision(cfg.train.precision, world.device)
     if note:
@@ -135,7 +137,7 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
         say(f"resuming {run_dir} from {ckpt.name}")
     else:
         if parent_checkpoint is not None:
-            load_weights(model, parent_checkpoint)
+            load_parent(model, parent_checkpoint)
             say(f"starting from the weights of {parent_checkpoint}")
         torch.manual_seed(cfg.train.seed)  # the same RNG stream whether or not the model was built here
 

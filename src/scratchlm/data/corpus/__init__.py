@@ -8,7 +8,9 @@ The trainer has to work with no network and no downloads, so the package carries
 * math word problems (``word_problems.py``) whose answers follow GSM8K's format exactly, so that a model
   trained here can be evaluated and fine-tuned with GSM8K tooling unchanged;
 * conversations (``dialogue.py``) for supervised fine-tuning: math questions answered step by step,
-  stories written to a request, and follow-up questions about an earlier turn.
+  stories written to a request, and follow-up questions about an earlier turn;
+* preference pairs (``preferences.py``) for reward models and DPO: a reply that is right by the rules of
+  this world against one that is not (an arithmetic slip, a story that drops what was asked, a ramble).
 
 Everything is a pure function of ``(split, n, seed)`` (``splits.py``). Items are produced one at a time
 from an endless stream, so the first ``k`` items of a corpus of size ``n`` are the same for every
@@ -25,16 +27,17 @@ from collections.abc import Iterator
 from itertools import islice
 
 from scratchlm.data.corpus.dialogue import Conversation, StoryRequest, conversation_stream, story_request_stream
+from scratchlm.data.corpus.preferences import Pair, pair_stream
 from scratchlm.data.corpus.splits import SPLITS, check_count, check_split, seeded_rng, split_of
 from scratchlm.data.corpus.stories import Story, story_stream
 from scratchlm.data.corpus.word_problems import FAMILIES, problem_stream
 
 __all__ = [
-    "KINDS", "SPLITS", "Conversation", "Story", "StoryRequest", "conversations", "documents", "format_math",
-    "math_problems", "stories", "story_requests", "write_jsonl",
+    "KINDS", "SPLITS", "Conversation", "Pair", "Story", "StoryRequest", "conversations", "documents", "format_math",
+    "math_problems", "preference_pairs", "stories", "story_requests", "write_jsonl",
 ]
 
-KINDS: tuple[str, ...] = ("documents", "stories", "math", "conversations")
+KINDS: tuple[str, ...] = ("documents", "stories", "math", "conversations", "preferences")
 
 # The names under which the corpus tests look inside the generators: the split of a text's hash, the
 # math stream tagged with each problem's family, and the family table.
@@ -108,9 +111,18 @@ def story_requests(split: str, n: int, seed: int = 0) -> Iterator[StoryRequest]:
     return islice(story_request_stream(split, seed), n)
 
 
+def preference_pairs(split: str, n: int, seed: int = 0) -> Iterator[Pair]:
+    """The first ``n`` preference pairs of ``split`` for ``seed``: ``{"prompt": [messages], "chosen": str,
+    "rejected": str, "kind": str}``, made from the split's own problems, stories and conversations."""
+    check_split(split)
+    check_count(n)
+    return islice(pair_stream(split, seed), n)
+
+
 def write_jsonl(path: str | os.PathLike, split: str, n: int, seed: int = 0, kind: str = "documents") -> int:
     """Writes one JSON object per line: {"text": ...} for kind documents/stories, {"question","answer"}
-    for kind math, {"messages": [...]} for kind conversations.
+    for kind math, {"messages": [...]} for kind conversations, {"prompt", "chosen", "rejected", "kind"} for
+    kind preferences.
 
     Returns the number of lines written.
     """
@@ -123,6 +135,8 @@ def write_jsonl(path: str | os.PathLike, split: str, n: int, seed: int = 0, kind
         records = math_problems(split, n, seed)
     elif kind == "conversations":
         records = ({"messages": messages} for messages in conversations(split, n, seed))
+    elif kind == "preferences":
+        records = preference_pairs(split, n, seed)
     else:
         raise ValueError(f"unknown kind {kind!r}; valid kinds are {', '.join(KINDS)}")
     count = 0
