@@ -1,16 +1,20 @@
-"""Training throughput of scratchlm against transformers' LlamaForCausalLM, side by side in one process.
+"""Training throughput on a CPU: scratchlm as a user runs it (compiled) against transformers' LlamaForCausalLM
+as its users run it (eager, SDPA attention), with eager scratchlm for reference; side by side in one process.
 
-Both models get the identical shape, batch, sequence length, optimizer (fused AdamW, same groups of
-hyper-parameters) and precision (fp32, or bf16 autocast over fp32 master weights). Steps of the two
-alternate in rounds, so drift in the machine's speed hits both alike; each side's figure is the
-median over rounds. MFU is model FLOPs (6N + 12 L d T per token) over a measured bf16 matrix-product
-peak of this machine.
+Every side gets the identical shape, batch, sequence length, optimizer (fused AdamW, the same groups and
+hyper-parameters), gradient clipping and precision (fp32, or bf16 autocast over fp32 master weights).
+scratchlm's step is the trainer's (train.compile model: the model and its loss compiled together, the
+chunked cross-entropy when eager); transformers' loss is the plain fp32 cross-entropy of its logits.
+The sides' steps alternate in rounds, so drift in the machine's speed hits all alike; each figure is the
+median over rounds. MFU is model FLOPs (6N + 12 L d T per token) over this machine's measured bf16
+matrix-product peak (scratchlm.hardware.cpu_peak_flops).
 
     python benchmarks/train_throughput.py                 # tiny preset and a ~29M-parameter shape
-    python benchmarks/train_throughput.py --rounds 5 --shapes tiny
+    python benchmarks/train_throughput.py --rounds 9 --shapes tiny
 
 Needs transformers (pip install -e '.[hf]'). The last line is
-`ratio_bf16: X ratio_fp32: Y mfu_bf16: Z` (ratios are scratchlm / transformers, the worst shape's).
+`ratio_bf16: X ratio_fp32: Y mfu_bf16: Z mfu_bf16_largest: W`: ratios are compiled scratchlm over
+transformers and mfu_bf16 compiled scratchlm's MFU, each the worst shape's; mfu_bf16_largest is at 29m.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ import torch.nn.functional as F
 from scratchlm.config import ModelConfig, load_config
 from scratchlm.hardware import cpu_model, cpu_peak_flops
 from scratchlm.model import build_model, flops_per_token, num_params
+from scratchlm.train.compile import compile_loss
 from scratchlm.train.optim import build_optimizer
+from scratchlm.train.stage import next_token_loss
 
-SHAPES = {
+SHAPES = {  # name: (model, batch rows, sequence length)
     "tiny": (load_config("tiny").model, 16, 256),
     "29m": (ModelConfig(vocab_size=8192, dim=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_hidden_dim=1536,
                         max_seq_len=512), 8, 512),
 }
+LARGEST = "29m"
 
 
 def hf_twin(cfg: ModelConfig):
@@ -47,11 +54,19 @@ def hf_twin(cfg: ModelConfig):
     return LlamaForCausalLM(hf_cfg)
 
 
-def make_step(model, optimizer, autocast, forward):
-    def step(x, y):
+def transformers_loss(model, batch):
+    logits = model(input_ids=batch["inputs"]).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(), reduction="sum")
+
+
+def make_step(model, loss_fn, precision: str):
+    """One optimizer step as the trainer takes it: summed loss / tokens, backward, clip, fused AdamW."""
+    optimizer = build_optimizer(model, load_config("tiny").optim)  # the same grouping rule on every side
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+    def step(batch):
         with autocast:
-            logits = forward(model, x)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            loss = loss_fn(model, batch) / batch["targets"].numel()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -59,39 +74,39 @@ def make_step(model, optimizer, autocast, forward):
     return step
 
 
-def bench_shape(name: str, precision: str, rounds: int, steps: int, peak: float) -> tuple[float, float, float]:
-    cfg, batch, seq = SHAPES[name]
+def bench_shape(name: str, precision: str, rounds: int, steps: int, peak: float) -> dict[str, float]:
+    """-> tokens/s of each side, and compiled scratchlm's MFU."""
+    cfg, rows, seq = SHAPES[name]
     torch.manual_seed(0)
-    ours = build_model(cfg, seed=0).train()
-    theirs = hf_twin(cfg).train()
-    optim_cfg = load_config("tiny").optim
-    opt_ours = build_optimizer(ours, optim_cfg)
-    opt_theirs = build_optimizer(theirs, optim_cfg)  # same grouping rule: decay on matrices only, fused
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     sides = {
-        "scratchlm": make_step(ours, opt_ours, autocast, lambda m, x: m(x)),
-        "transformers": make_step(theirs, opt_theirs, autocast, lambda m, x: m(input_ids=x).logits),
+        "scratchlm": make_step(build_model(cfg, seed=0).train(), compile_loss(next_token_loss), precision),
+        "transformers": make_step(hf_twin(cfg).train(), transformers_loss, precision),
+        "scratchlm eager": make_step(build_model(cfg, seed=0).train(), next_token_loss, precision),
     }
-    x = torch.randint(0, cfg.vocab_size, (batch, seq))
-    y = torch.randint(0, cfg.vocab_size, (batch, seq))
-    for step in sides.values():  # warm-up: allocator, kernels, optimizer state
+    tokens = torch.randint(0, cfg.vocab_size, (rows, seq + 1))
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    start = time.perf_counter()
+    for _ in range(2):  # compile, then warm up allocator, kernels and optimizer state
+        sides["scratchlm"](batch)
+    compile_s = time.perf_counter() - start
+    for side in ("transformers", "scratchlm eager"):
         for _ in range(2):
-            step(x, y)
-    times: dict[str, list[float]] = {k: [] for k in sides}
+            sides[side](batch)
+    times: dict[str, list[float]] = {side: [] for side in sides}
     for _ in range(rounds):
         for side, step in sides.items():
             start = time.perf_counter()
             for _ in range(steps):
-                step(x, y)
+                step(batch)
             times[side].append((time.perf_counter() - start) / steps)
-    tokens = batch * seq
-    ours_tps = tokens / statistics.median(times["scratchlm"])
-    theirs_tps = tokens / statistics.median(times["transformers"])
-    mfu = ours_tps * flops_per_token(cfg, seq) / peak
-    print(f"{name:>5} {precision}: {num_params(cfg) / 1e6:5.1f}M params, batch {batch} x {seq}: "
-          f"scratchlm {ours_tps:8,.0f} tok/s, transformers {theirs_tps:8,.0f} tok/s, "
-          f"ratio {ours_tps / theirs_tps:.2f}, scratchlm MFU {mfu:.1%} of the bf16 peak", flush=True)
-    return ours_tps / theirs_tps, mfu, ours_tps
+    tps = {side: rows * seq / statistics.median(t) for side, t in times.items()}
+    mfu = tps["scratchlm"] * flops_per_token(cfg, seq) / peak
+    print(f"{name:>5} {precision}: {num_params(cfg) / 1e6:5.1f}M params, batch {rows} x {seq}: compiled scratchlm "
+          f"{tps['scratchlm']:7,.0f} tok/s (first compile + 1 step {compile_s:.0f} s), transformers "
+          f"{tps['transformers']:7,.0f}, eager scratchlm {tps['scratchlm eager']:7,.0f}; ratio "
+          f"{tps['scratchlm'] / tps['transformers']:.2f} (eager {tps['scratchlm eager'] / tps['transformers']:.2f}), "
+          f"MFU {mfu:.1%} of the bf16 peak", flush=True)
+    return {**tps, "mfu": mfu}
 
 
 def main() -> None:
@@ -101,12 +116,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per round and side")
     args = parser.parse_args()
     peak, fp32_peak = cpu_peak_flops(torch.bfloat16), cpu_peak_flops(torch.float32)
-    print(f"{cpu_model()}, measured matmul peak on {torch.get_num_threads()} threads: bf16 {peak / 1e9:.0f} GFLOP/s, "
-          f"fp32 {fp32_peak / 1e9:.0f} GFLOP/s")
+    print(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; measured matmul peak: "
+          f"bf16 {peak / 1e9:.0f} GFLOP/s, fp32 {fp32_peak / 1e9:.0f} GFLOP/s")
     results = {(s, p): bench_shape(s, p, args.rounds, args.steps, peak) for s in args.shapes for p in ("fp32", "bf16")}
-    ratio = {p: min(results[(s, p)][0] for s in args.shapes) for p in ("fp32", "bf16")}
-    mfu_bf16 = min(results[(s, "bf16")][1] for s in args.shapes)
-    print(f"ratio_bf16: {ratio['bf16']:.2f} ratio_fp32: {ratio['fp32']:.2f} mfu_bf16: {mfu_bf16:.3f}")
+    ratio = {p: min(results[(s, p)]["scratchlm"] / results[(s, p)]["transformers"] for s in args.shapes)
+             for p in ("fp32", "bf16")}
+    mfu_bf16 = min(results[(s, "bf16")]["mfu"] for s in args.shapes)
+    largest = results[(LARGEST, "bf16")]["mfu"] if LARGEST in args.shapes else float("nan")
+    print(f"ratio_bf16: {ratio['bf16']:.2f} ratio_fp32: {ratio['fp32']:.2f} mfu_bf16: {mfu_bf16:.3f} "
+          f"mfu_bf16_largest: {largest:.3f}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from scratchlm.model import num_params
 
 
 def test_overrides_are_typed():
-    cfg = load_config("tiny", overrides={"optim.lr": "3e-4", "train.precision": "fp32", "train.compile": "true",
+    cfg = load_config("tiny", overrides={"optim.lr": "3e-4", "train.precision": "fp32", "train.compile": "model",
                                          "train.max_steps": "1e3"})
-    assert cfg.optim.lr == 3e-4 and cfg.train.precision == "fp32" and cfg.train.compile is True
+    assert cfg.optim.lr == 3e-4 and cfg.train.precision == "fp32" and cfg.train.compile == "model"
     assert cfg.train.max_steps == 1000 and isinstance(cfg.train.max_steps, int)
 
 
@@ -32,9 +32,19 @@ def test_bad_values_are_refused():
                                 ("train.precision", "fp8", "bf16 or fp32"),
                                 ("optim.beta1", "2", "optim.beta1 and optim.beta2 must be in"),
                                 ("model.norm_eps", "-1", "model.norm_eps must be positive"),
-                                ("train.eval_batches", "0", "eval_batches")]:
+                                ("train.eval_batches", "0", "eval_batches"),
+                                ("train.compile", "graph", "auto, off, model or blocks")]:
         with pytest.raises(ScratchError, match=message):
             load_config("tiny", overrides={key: value})
+
+
+def test_compile_as_the_bool_it_was_still_reads(tmp_path):
+    """config.yaml of runs made when train.compile was a bool: true compiled each block, false nothing."""
+    for old, mode in [("true", "blocks"), ("false", "off"), ("True", "blocks")]:
+        (tmp_path / "old.yaml").write_text(f"train:\n  compile: {old}\n")
+        assert load_config(config_file=tmp_path / "old.yaml").train.compile == mode
+        assert load_config("tiny", overrides={"train.compile": old}).train.compile == mode
+    assert load_config("tiny").train.compile == "auto"
 
 
 def test_yaml_file_round_trip(tmp_path):
@@ -60,8 +70,8 @@ def test_presets_have_llama_sizes(name, billions):
 
 
 def test_parse_overrides_forms():
-    assert parse_overrides(["--optim.lr", "3e-4", "--train.compile=true", "--optim.beta1", "-0.5"]) == {
-        "optim.lr": "3e-4", "train.compile": "true", "optim.beta1": "-0.5"}
+    assert parse_overrides(["--optim.lr", "3e-4", "--train.compile=off", "--optim.beta1", "-0.5"]) == {
+        "optim.lr": "3e-4", "train.compile": "off", "optim.beta1": "-0.5"}
     with pytest.raises(ScratchError, match="needs a value"):
         parse_overrides(["--optim.lr"])
 

@@ -70,6 +70,9 @@ class DataConfig:
     strict: bool = False  # conversations: refuse the first bad record (with its number) instead of skipping it
 
 
+COMPILE_MODES = ("auto", "off", "model", "blocks")
+
+
 @dataclass
 class TrainConfig:
     seq_len: int = 512
@@ -77,7 +80,9 @@ class TrainConfig:
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
     max_steps: int = 500
     precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"
-    compile: bool = False  # torch.compile each block
+    # torch.compile: "auto" (what pays off for this run, compile time counted) | "off" | "model" (one process:
+    # the whole model and its loss) | "blocks" (each block, as FSDP and TP need); see scratchlm.train.compile
+    compile: str = "auto"
     activation_checkpointing: bool = False
     eval_every: int = 50
     eval_batches: int = 4  # the validation set, in global batches of windows (or conversations)
@@ -192,6 +197,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Old values that still read: train.compile was a bool (true: each block compiled) before it named a mode,
+# and config.yaml files of earlier runs say so.
+OLD_VALUES = {"train.compile": {"true": "blocks", "false": "off"}}
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -265,7 +275,8 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
         return
     section_name, name = key.split(".", 1)
     section = getattr(cfg, section_name)
-    setattr(section, name, _coerce(key, value, _field_types(type(section))[name]))
+    value = _coerce(key, value, _field_types(type(section))[name])
+    setattr(section, name, OLD_VALUES.get(key, {}).get(str(value).lower(), value))
 
 
 def apply_dict(cfg: Config, tree: dict[str, Any], where: str = "") -> None:
@@ -360,6 +371,7 @@ def validate(cfg: Config) -> None:
         (t.micro_batch_size >= 1, f"train.micro_batch_size must be at least 1, got {t.micro_batch_size}"),
         (t.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got '{t.precision}'"),
         (t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got '{t.device}'"),
+        (t.compile in COMPILE_MODES, f"train.compile must be auto, off, model or blocks, got '{t.compile}'"),
         (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1
          and t.eval_batches >= 1,
          "train.eval_every, eval_batches, log_every, save_every and keep_checkpoints must be at least 1"),
@@ -379,7 +391,7 @@ def validate(cfg: Config) -> None:
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:
-    """['--optim.lr', '3e-4', '--train.compile=true'] -> {'optim.lr': '3e-4', 'train.compile': 'true'}."""
+    """['--optim.lr', '3e-4', '--train.compile=off'] -> {'optim.lr': '3e-4', 'train.compile': 'off'}."""
     out: dict[str, str] = {}
     i = 0
     while i < len(args):

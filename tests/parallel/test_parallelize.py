@@ -4,8 +4,9 @@ what its parameters are called."""
 import pytest
 import torch
 
+from scratchlm.config import TrainConfig
 from scratchlm.model import build_model
-from scratchlm.parallel.parallelize import apply_activation_checkpointing, apply_compile
+from scratchlm.parallel.parallelize import apply_activation_checkpointing, apply_compile, parallelize
 from scratchlm.train.stage import token_loss_sum
 
 from conftest import small_model_config
@@ -32,3 +33,11 @@ def test_wrapped_model_computes_the_same(wrap, tol):
     names_b = {n.replace("._checkpoint_wrapped_module", ""): g for n, g in grads_b.items()}
     for name, grad in grads_a.items():
         torch.testing.assert_close(names_b[name], grad, rtol=tol, atol=tol, msg=name)
+
+
+@pytest.mark.parametrize("mode,per_block", [("blocks", True), ("model", False), ("off", False)])
+def test_only_blocks_mode_compiles_each_block(mode, per_block):
+    """train.compile model compiles the loss with the whole model in the trainer, not block by block."""
+    model = build_model(small_model_config(), seed=0)
+    parallelize(model, TrainConfig(compile=mode))
+    assert all((block._compiled_call_impl is not None) == per_block for block in model.layers.values())

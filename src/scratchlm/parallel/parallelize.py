@@ -19,6 +19,7 @@ import os
 
 import torch
 from torch import nn
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 from torch.distributed._composable import replicate
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
@@ -32,6 +33,7 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
+from scratchlm.cache import cache_root
 from scratchlm.config import TrainConfig
 from scratchlm.hardware import check_memory
 from scratchlm.model import Transformer, parameter_generator
@@ -88,8 +90,19 @@ def apply_activation_checkpointing(model: Transformer) -> None:
         model.layers[name] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
+def keep_kernels_in_cache() -> None:
+    """Inductor's graphs and kernels go under scratchlm's cache directory, so a second run of the same shape
+    builds nothing, and deleting one directory clears prepared data and kernels alike. A TORCHINDUCTOR_CACHE_DIR
+    of the user's own is kept; inductor's default (a temporary directory, which it writes into the environment
+    as soon as torch.distributed is imported) is not."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "inductor")
+
+
 def apply_compile(model: Transformer) -> None:
-    """Compile block by block: every block has the same code, so one compiled graph serves them all."""
+    """Compile block by block (train.compile blocks): every block has the same code, so one compiled graph
+    serves them all, and FSDP's and TP's hooks and collectives run between the graphs."""
+    keep_kernels_in_cache()
     for block in model.layers.values():
         block.compile(fullgraph=True)
 
@@ -124,7 +137,7 @@ def parallelize(model: Transformer, train: TrainConfig, world: World | None = No
         apply_tp(model, world.submesh("tp"))
     if train.activation_checkpointing:
         apply_activation_checkpointing(model)
-    if train.compile:
+    if train.compile == "blocks":  # "model" compiles the loss with the model, in the trainer
         apply_compile(model)
     if dims is None or dims.dp == 1:
         return model

@@ -35,6 +35,7 @@ from scratchlm.model import Transformer
 from scratchlm.parallel.parallelize import uses_fsdp
 from scratchlm.parallel.pipeline import stage_layers
 from scratchlm.parallel.world import ParallelDims, pipeline_microbatches
+from scratchlm.train.stage import CHUNK_ELEMENTS
 
 FP32 = 4
 ADAM_STEP_BYTES = 4  # AdamW's per-tensor step count (a float32 scalar tensor)
@@ -153,8 +154,9 @@ def activation_bytes_per_token(m: ModelConfig, tp: int, compute_bytes: int) -> f
 
 
 def logits_bytes_per_token(m: ModelConfig, compute_bytes: int) -> int:
-    """The head's output, the fp32 log-probabilities the loss keeps, and their gradient."""
-    return m.vocab_size * (compute_bytes + FP32 + FP32)
+    """The head's output, which the cross-entropy keeps for its backward, and their gradient, both in the compute
+    dtype: the loss's fp32 work is done a chunk of logits at a time (scratchlm.train.stage.ChunkedCrossEntropy)."""
+    return m.vocab_size * 2 * compute_bytes
 
 
 def in_flight_microbatches(pp: int, schedule: str, n_micro: int) -> int:
@@ -172,7 +174,9 @@ def activation_bytes(m: ModelConfig, dims: ParallelDims, seq_len: int, micro_bat
         kept = layers * tokens * m.dim * FP32 / dims.tp + per_layer / in_flight
     else:
         kept = layers * per_layer
-    head = logits_bytes_per_token(m, compute_bytes) * tokens if has_head else 0
+    # The loss's backward holds one chunk of logits upcast to fp32 and its softmax at a time.
+    chunk = 2 * FP32 * min(tokens * m.vocab_size, CHUNK_ELEMENTS)
+    head = logits_bytes_per_token(m, compute_bytes) * tokens + chunk if has_head else 0
     return int(in_flight * kept + head)
 
 

@@ -1,6 +1,6 @@
 """What every training command does around its stage: one function, called by pretrain, sft and later stages.
 
-    join the world (every layout error first), resolve the precision
+    join the world (every layout error first), resolve the precision and train.compile
     -> check the run directory (resume? same model? same data stream?), on every rank, before slow work
     -> the command's data: its tokenizer and its stage (pretraining prepares shards; SFT reads its parent)
     -> fit the micro-batch to this layout; write config.yaml and tokenizer.json (rank 0)
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from scratchlm.config import Config
 from scratchlm.errors import ScratchError
-from scratchlm.hardware import resolve_precision
+from scratchlm.hardware import peak_flops, resolve_precision
 from scratchlm.model import flops_per_token, num_params
 from scratchlm.parallel.build import build_parallel_model
 from scratchlm.parallel.parallelize import mixed_precision, uses_fsdp
@@ -30,6 +30,7 @@ from scratchlm.parallel.world import World, env_world_size, resolve_dims, setup_
 from scratchlm.run import check_run_dir, start_run
 from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.checkpoint import load_checkpoint, load_weights
+from scratchlm.train.compile import choose_compile
 from scratchlm.train.optim import build_optimizer
 from scratchlm.train.stage import Stage, token_loss_sum
 from scratchlm.train.trainer import Trainer
@@ -119,6 +120,10 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     if note:
         say(note)
     dims = world.dims
+    compile_mode, note = choose_compile(cfg, dims, world.device,
+                                        cfg.train.peak_flops or peak_flops(world.device, cfg.train.precision))
+    if note:
+        say(note)
     # Every rank checks the run directory before the data is prepared, so all refuse alike and early.
     ckpt = check_run_dir(run_dir, cfg, resume, announce=world.is_main)
     tokenizer, make_stage = data(world)
@@ -127,6 +132,8 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     if write_files is not None and world.is_main:
         write_files(run_dir)
     world.barrier()
+    # config.yaml keeps what was asked (auto decides again for a derived run); the model and the loop get the mode.
+    cfg.train.compile = compile_mode
 
     model, pipeline = build_parallel_model(cfg, world, token_loss_sum)
     optimizer = build_optimizer(model, cfg.optim)

@@ -25,10 +25,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW, fused into one kernel per step where the parameters allow it (plain CPU or CUDA tensors)."""
+    """AdamW fused into one kernel per step, sharded (DTensor) parameters included.
+
+    Measured on a CPU at 29M parameters (benchmarks/README.md): fused 41 ms a step, the default foreach
+    158 ms, foreach under torch.compile 49 ms; on FSDP's DTensor shards, fused 42 ms, foreach 178 ms. So
+    fused everywhere; compiling the step buys nothing more."""
     params = [p for p in model.parameters() if p.requires_grad]
-    plain = all(type(p.data) is torch.Tensor for p in params)
-    fused = plain and all(p.device.type in ("cpu", "cuda") for p in params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              eps=cfg.eps, fused=fused or None)
 

@@ -55,9 +55,67 @@ class Stage(Protocol):
     def log_values(self, step: int) -> dict[str, float]: ...
 
 
+CHUNK_ELEMENTS = 2**22  # logits per chunk of the cross-entropy: 16 MiB in fp32, whatever the vocabulary
+
+
+def _chunk_losses(logits: torch.Tensor, picked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (log-sum-exp, cross-entropy) of each row of one chunk, in fp32."""
+    upcast = logits.float()
+    lse = torch.logsumexp(upcast, dim=-1)
+    return lse, lse - upcast.gather(1, picked).squeeze(1)
+
+
+def _chunk_grad(logits: torch.Tensor, lse: torch.Tensor, picked: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(softmax - one_hot) x each row's scale, for one chunk, in fp32: the cross-entropy's gradient."""
+    probs = logits.to(torch.float32, copy=True).sub_(lse[:, None]).exp_()
+    probs.scatter_add_(1, picked, torch.full_like(probs[:, :1], -1.0))
+    return probs.mul_(scale[:, None])
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of logits (tokens, vocab) against targets (tokens,), in fp32, a chunk of rows at a time.
+
+    The plain way, F.cross_entropy(logits.float()), holds three fp32 copies of the whole batch's logits at
+    once (the upcast, the log-probabilities autograd saves, their gradient): 12 bytes per token and
+    vocabulary entry, 6 GiB for 4,096 tokens at Llama 3's 128k vocabulary. Here the forward keeps the logits
+    as they are (bf16 under autocast) and one log-sum-exp per token; the backward recomputes softmax - one_hot
+    chunk by chunk and writes the gradient in the logits' dtype. One chunk at a time exists in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        rows = max(1, CHUNK_ELEMENTS // logits.shape[-1])
+        trained = targets != IGNORE
+        picked = targets.clamp(min=0).unsqueeze(1)  # an untrained row picks entry 0, then counts for nothing
+        chunks = zip(logits.split(rows), picked.split(rows), strict=True)
+        lse, losses = zip(*(_chunk_losses(chunk, p) for chunk, p in chunks), strict=True)
+        lse = torch.cat(lse)
+        ctx.save_for_backward(logits, picked, trained, lse)
+        ctx.rows = rows
+        return torch.where(trained, torch.cat(losses), 0).sum()
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, picked, trained, lse = ctx.saved_tensors
+        scale = trained * grad_total
+        grad = torch.empty_like(logits)
+        chunks = (t.split(ctx.rows) for t in (grad, logits, lse, picked, scale))
+        for out, chunk, chunk_lse, chunk_picked, chunk_scale in zip(*chunks, strict=True):
+            out.copy_(_chunk_grad(chunk, chunk_lse, chunk_picked, chunk_scale))  # freed before the next chunk
+        return grad, None
+
+
 def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every trained next token, summed, in fp32 whatever the compute precision."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    """Cross-entropy of every trained next token, summed, in fp32 whatever the compute precision.
+
+    Eager: chunk by chunk (ChunkedCrossEntropy), so the batch's logits never exist in fp32. Compiled:
+    the plain expression, which inductor fuses (upcast, log-sum-exp and gradient in single kernels that
+    never write the fp32 logits) and traces at any sequence width, which a Python loop over chunks is not.
+    """
+    logits, targets = logits.flatten(0, 1), targets.flatten()
+    if torch.compiler.is_compiling():
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+    return ChunkedCrossEntropy.apply(logits, targets)
 
 
 def next_token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -81,7 +139,8 @@ def split_rows(batch: Batch, size: int) -> list[Batch]:
         micro = {k: v[start:start + size] for k, v in batch.items()}
         trained = (micro["targets"] != IGNORE).any(dim=0).nonzero()
         width = int(trained.max()) + 1 if len(trained) else 1
-        out.append({k: v[:, :width] if v.dim() > 1 else v for k, v in micro.items()})
+        # Contiguous: a compiled loss would otherwise see a new stride with each width, and compile again.
+        out.append({k: v[:, :width].contiguous() if v.dim() > 1 else v for k, v in micro.items()})
     return out
 
 

@@ -44,6 +44,7 @@ from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
 from scratchlm.parallel.world import World
 from scratchlm.train.checkpoint import save_checkpoint
+from scratchlm.train.compile import compile_loss
 from scratchlm.train.metrics import LossWatch, MetricsLog, TrainingDiverged, plot_run
 from scratchlm.train.optim import lr_at
 from scratchlm.train.stage import Batch, Stage
@@ -95,6 +96,9 @@ class Trainer:
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
         self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # train.compile model (as launch resolved it): the training loss runs compiled; validation stays eager,
+        # since its forward-only graph would be a second compile for a small share of the steps.
+        self.compiled_loss = compile_loss(stage.loss) if cfg.train.compile == "model" else None
         self.step = start_step
         self.state = {"tokens": 0, "skipped_steps": 0, **(state or {})}
         self.skipped_in_a_row = 0
@@ -138,11 +142,12 @@ class Trainer:
                 total = self.pipeline.step(batch["inputs"].to(self.device), batch["targets"].to(self.device), scale)
         else:
             micro = self.stage.micro_batches(batch, cfg.train.micro_batch_size)
+            loss_fn = self.compiled_loss or self.stage.loss
             total = torch.zeros((), device=self.device)
             for i, part in enumerate(micro):
                 set_gradient_sync(self.model, i == len(micro) - 1)
                 with self.autocast:
-                    loss, values = self.stage.loss(self.model, self._moved(part))
+                    loss, values = loss_fn(self.model, self._moved(part))
                 (loss * scale).backward()
                 total += loss.detach() * scale
                 for key, value in values.items():
