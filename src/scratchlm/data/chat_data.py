@@ -26,27 +26,19 @@ and named by its line number, where `datasets` would give up on the whole file.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 from scratchlm.data.corpus.dialogue import Conversation, Message
-from scratchlm.data.sources import local_files
+from scratchlm.data.records import BadRecord, records
 from scratchlm.errors import ScratchError
 
 __all__ = ["Conversation", "Message", "Skips", "load_conversations", "to_conversation"]
 
 SPLITS = ("train", "validation")
-SUFFIXES = (".jsonl", ".json", ".parquet")
 ROLES = ("system", "user", "assistant")
 # ShareGPT names its speakers; some exports already use the chat roles there.
 _SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 _FORMAT_FIELDS = ("messages", "conversations", "prompt")
-
-
-class BadRecord(Exception):
-    """A record that cannot be a conversation; its message is the reason, as the summary counts it."""
 
 
 class Skips:
@@ -105,7 +97,7 @@ def load_conversations(source: str, split: str, *, n_embedded: int = 10_000, str
         return found
     every = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0
     found = []
-    for i, (where, record_no, record) in enumerate(_records(source, hub_split)):
+    for i, (where, record_no, record) in enumerate(records(source, hub_split, _check_fields)):
         if max_records and i >= max_records:
             break
         if (every > 0 and i % every == every - 1) != (split == "validation"):
@@ -190,87 +182,8 @@ def _messages(items: object) -> Conversation:
     return messages
 
 
-def _records(source: str, hub_split: str) -> Iterator[tuple[str, int, object]]:
-    """(where, record number, record) for every record of a source, in order."""
-    if source.startswith("hf:"):
-        name, _, config = source[3:].partition(":")
-        rows = _dataset_rows(source, name, name=config or None, split=hub_split)
-        yield from ((source, number, row) for number, row in enumerate(rows, 1))
-        return
-    files = [path for path in local_files(source) if path.suffix in SUFFIXES]
-    if not files:
-        raise ScratchError(f"data source {source} holds no {', '.join(SUFFIXES)} files (conversations are "
-                           "records, not plain text)")
-    for path in files:
-        if path.suffix == ".parquet":
-            if _parquet_rows(path) == 0:
-                continue  # `datasets` fails on an empty file with an obscure error; it simply holds nothing
-            rows = _dataset_rows(str(path), "parquet", data_files=str(path), split="train")
-            yield from ((str(path), number, row) for number, row in enumerate(rows, 1))
-        else:
-            yield from ((str(path), number, record) for number, record in _json_records(path))
-
-
-def _json_records(path: Path) -> Iterator[tuple[int, object]]:
-    """A .json array, or JSON lines (numbered by line; a malformed line becomes a BadRecord)."""
-    with open(path, "rb") as f:
-        if f.read(1024).lstrip()[:1] == b"[":
-            f.seek(0)
-            try:
-                records = json.load(f)
-            except ValueError as exc:
-                raise ScratchError(f"{path} is not valid JSON ({exc}); write one record per line as .jsonl to "
-                                   "have bad records skipped") from None
-            first = next((r for r in records if isinstance(r, dict)), None)
-            if first is not None:
-                _check_fields(first, str(path))
-            yield from enumerate(records, 1)
-            return
-        f.seek(0)
-        checked = False
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                yield number, BadRecord("malformed JSON")
-                continue
-            if not checked and isinstance(record, dict):
-                _check_fields(record, str(path))
-                checked = True
-            yield number, record
-
-
 def _check_fields(first: dict, where: str) -> None:
     """A file whose first record has none of the conversation fields is the wrong kind of file."""
     if not any(field in first for field in _FORMAT_FIELDS):
         raise ScratchError(f"{where} has none of the fields messages, conversations or prompt (its fields are "
                            f"{', '.join(first) or 'none'}); see scratchlm.data.chat_data for the record formats")
-
-
-def _parquet_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def _dataset_rows(where: str, builder: str, **kwargs) -> Iterator[dict]:
-    """Rows streamed through `datasets`: the one path for hub datasets and local parquet files."""
-    import datasets  # imported here: it takes a second to import and the embedded corpus never needs it
-    import pyarrow
-
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    # What `datasets` raises for a missing or unreachable dataset, a bad config or split, or a broken file.
-    failures = (OSError, ValueError, datasets.exceptions.DatasetsError, pyarrow.ArrowException)
-    try:
-        first = True
-        for row in datasets.load_dataset(builder, streaming=True, **kwargs):
-            if first:
-                _check_fields(row, where)
-                first = False
-            yield row
-    except failures as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ScratchError(f"could not read {where}: {reason}") from None
