@@ -42,8 +42,9 @@ def test_bits_per_byte_as_lm_eval_rolling(trained, tmp_path):
     theirs = lm_eval_run("hf", hf_args(trained, add_bos_token=False), tmp_path / "tasks", "text_local")
     logged = sorted(theirs["samples"]["text_local"], key=lambda s: s["doc_id"])
     for sample, their in zip(samples, logged, strict=True):
-        # A document's sum of thousands of fp32 log-probabilities: equal to fp32's precision of such a sum.
-        assert -sample["nll"] == pytest.approx(their["resps"][0][0], rel=1e-7)
+        # A document's sum of thousands of fp32 log-probabilities, batched differently on each side: equal to
+        # a few units of fp32's precision (epsilon 1.2e-7), far inside the 1e-4 the agreement asks.
+        assert -sample["nll"] == pytest.approx(their["resps"][0][0], rel=1e-6)
     results = theirs["results"]["text_local"]
     for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
         assert ours["metrics"][metric] == pytest.approx(results[f"{metric},none"], rel=1e-6)
