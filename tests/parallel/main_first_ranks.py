@@ -1,5 +1,5 @@
-"""One rank of a job that tries World.main_first in several ways, one after another, and writes what each
-raised on this rank to OUT/SCENARIO.RANK.json. Started by test_world.py without torchrun, as a job
+"""One rank of a job that tries World.main_first (and from_main) in several ways, one after another, and
+writes what each raised on this rank to OUT/SCENARIO.RANK.json. Started by test_world.py without torchrun, as a job
 spread over nodes is: no launcher stops the other ranks when one fails, so only main_first can.
 
     python main_first_ranks.py OUT DATA_DIR SCENARIO...     (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set)
@@ -39,6 +39,10 @@ def scenario(name: str, rank: int, data: Path):
         return fail_on(0, OSError("disk full while writing the cache")), None
     if name == "other_raises_runtime_error":
         return fail_on(1, RuntimeError("worker pool crashed")), None
+    if name == "from_main":
+        return (lambda: 100 + rank), None
+    if name == "from_main_raises":
+        return fail_on(0, ScratchError("the peak could not be measured")), None
     if name == "main_raises_scratch_error":
         return fail_on(0, ScratchError("data path x.jsonl does not exist")), None
     if name == "different_tokenizers":  # as on nodes that hold different files under one path
@@ -57,8 +61,11 @@ def main(out: Path, data: Path, names: list[str]) -> None:
     for name in names:
         fn, agree = scenario(name, rank, data)
         try:
-            world.main_first(fn, agree)
-            outcome = {"error": None, "message": ""}
+            if name.startswith("from_main"):  # rank 0's result on every rank, e.g. a measured peak
+                outcome = {"error": None, "message": str(world.from_main(fn))}
+            else:
+                world.main_first(fn, agree)
+                outcome = {"error": None, "message": ""}
         except Exception as exc:  # what each rank raised is the test's result, whatever it is
             outcome = {"error": type(exc).__name__, "message": str(exc)}
         (out / f"{name}.{rank}.json").write_text(json.dumps(outcome))

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, write_jsonl
 
 SCENARIOS = ["main_raises_oserror", "other_raises_runtime_error", "main_raises_scratch_error", "same_data",
-             "different_tokenizers"]
+             "different_tokenizers", "from_main", "from_main_raises"]
 
 
 def free_port() -> int:
@@ -68,3 +68,12 @@ def test_ranks_with_different_tokenizers_all_refuse(outcomes):
         assert outcome["error"] == "ScratchError"
         assert "disagree on the tokenizer" in outcome["message"] and "tokenizer-of-rank-1" in outcome["message"]
     assert outcomes["different_tokenizers"][0] == outcomes["different_tokenizers"][1]
+
+
+def test_from_main_gives_every_rank_rank_0s_result(outcomes):
+    assert outcomes["from_main"] == [{"error": None, "message": "100"}] * 2
+
+
+def test_from_main_fails_on_every_rank_when_rank_0_fails(outcomes):
+    assert outcomes["from_main_raises"] == [{"error": "ScratchError",
+                                             "message": "the peak could not be measured"}] * 2

@@ -196,6 +196,20 @@ class World:
             agree(results)
         return result
 
+    def from_main(self, fn: Callable[[], T]) -> T:
+        """fn's result on rank 0, given to every rank: one measurement that all ranks decide by alike (a CPU's
+        peak measured on each rank would differ a little, and ranks that chose different compile modes would
+        wait on each other's collectives forever)."""
+        result, error = _attempt(fn) if self.is_main else (None, None)
+        if self.mesh is None:
+            if error is not None:
+                raise error
+            return result
+        self._fail_together(error)
+        box = [result]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def _fail_together(self, error: Exception | None) -> None:
         """Every rank tells the others whether it failed; if one did, all raise (the failed one its own error)."""
         outcomes: list[tuple[str, str] | None] = [None] * self.dims.world_size

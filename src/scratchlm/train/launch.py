@@ -120,8 +120,8 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     if note:
         say(note)
     dims = world.dims
-    compile_mode, note = choose_compile(cfg, dims, world.device,
-                                        cfg.train.peak_flops or peak_flops(world.device, cfg.train.precision))
+    peak = world.from_main(lambda: cfg.train.peak_flops or peak_flops(world.device, cfg.train.precision))
+    compile_mode, note = choose_compile(cfg, dims, world.device, peak)
     if note:
         say(note)
     # Every rank checks the run directory before the data is prepared, so all refuse alike and early.
@@ -161,6 +161,6 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     if world.distributed:
         say(f"layout: {dims.world_size} processes = {dims}")
     trainer = Trainer(cfg, run_dir, model, optimizer, stage, world, start_step=start, state=state,
-                      pipeline=pipeline, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)))
+                      pipeline=pipeline, peak=peak, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)))
     result = trainer.fit()
     return {**result, "main": world.is_main}

@@ -88,11 +88,12 @@ class Pending:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  stage: Stage, world: World, start_step: int = 0, state: dict[str, Any] | None = None,
-                 pipeline: Pipeline | None = None, autocast: bool = True) -> None:
+                 pipeline: Pipeline | None = None, autocast: bool = True, peak: float | None = None) -> None:
         """world: this process's place in the run (one process, or a rank of a torchrun job); it gives the
         device, the data-parallel size and whether this rank logs. pipeline: the schedule that replaces
         forward/backward when the model (then a ModuleList of stages) is pipelined.
-        autocast: False when FSDP's mixed-precision policy already computes in bf16."""
+        autocast: False when FSDP's mixed-precision policy already computes in bf16.
+        peak: the device's FLOP/s for MFU, as launch measured it once for all ranks (None: look it up)."""
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
         self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -111,7 +112,7 @@ class Trainer:
         self.metrics.truncate_after(start_step)
         self.watch = LossWatch(cfg.optim.warmup_steps, cfg.optim.lr)
         self.flops_per_token = flops_per_token(cfg.model, t.seq_len)
-        self.peak = t.peak_flops or peak_flops(self.device, t.precision)
+        self.peak = peak or t.peak_flops or peak_flops(self.device, t.precision)
         if self.peak is None and self.is_main:
             tqdm.write(f"note: the bf16 peak of '{torch.cuda.get_device_name(self.device)}' is not known, so MFU is "
                        "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
