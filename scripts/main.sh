@@ -31,8 +31,8 @@ done
 # GSM8K-style held-out math, scored by lm-evaluation-harness's rules: the base model few-shot (three worked
 # examples fill most of tiny's 512-token context), the fine-tuned and RL models zero-shot through the chat format.
 .venv/bin/scratchlm eval "$RUN" --tasks gsm8k --fewshot 3 --max-new-tokens 112 --limit 200
-.venv/bin/scratchlm eval "$SFT" --tasks gsm8k --limit 500
-.venv/bin/scratchlm eval "$RL" --tasks gsm8k --limit 500
+.venv/bin/scratchlm eval "$SFT" --tasks gsm8k --limit 200
+.venv/bin/scratchlm eval "$RL" --tasks gsm8k --limit 200
 .venv/bin/scratchlm report "$RL"
 echo
 echo "report card: $RL/report.html; talk to the model: .venv/bin/scratchlm chat $RL"
