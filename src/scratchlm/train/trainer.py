@@ -117,13 +117,10 @@ class Trainer:
                        "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
 
     def _sum_over_batch(self, value: float) -> float:
-        """Sum a per-rank number over the data-parallel ranks. The tensor- and pipeline-parallel ranks of one
-        data-parallel group hold the same batch, so the sum over all ranks counts it tp x pp times."""
+        """Sum a per-rank number over the data-parallel ranks (World.sum_over_batch)."""
         if not self.world.distributed:
             return value
-        total = torch.tensor(value, dtype=torch.float64, device=self.device)
-        dist.all_reduce(total)
-        return total.item() / (self.world.dims.tp * self.world.dims.pp)
+        return self.world.sum_over_batch(torch.tensor(value, dtype=torch.float64, device=self.device)).item()
 
     def _moved(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -269,7 +266,8 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()  # the GPU runs ahead of Python; time the work, not the queueing
                     seconds = time.perf_counter() - tick
-                    val = self.validation() if evaluate else None
+                    # A stage without a validation set (RL: its measure is an evaluation of the finished run) logs none.
+                    val = self.validation() if evaluate and self.stage.validation else None
                     if val is not None:
                         last_val = val["val_loss"]
                     self._flush(pending, seconds, val, bar)
