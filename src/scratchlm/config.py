@@ -172,6 +172,18 @@ class RLConfig:
 
 
 @dataclass
+class PPOConfig:
+    """PPO against a reward model (scratchlm rl --algo ppo; the sampling, clipping and KL settings are rl's)."""
+
+    reward_model: str = ""  # the reward model's run directory (--reward-model); the value model starts from it
+    epochs: int = 2  # passes over each rollout; each takes rl.steps_per_rollout / epochs optimizer steps
+    gamma: float = 1.0  # discount of later rewards in the advantage
+    lam: float = 0.95  # GAE's lambda: 1 sums every later reward, 0 trusts the value of the next state alone
+    value_clip: float = 0.2  # how far a step may move the value model's estimate before its loss stops pulling
+    value_coef: float = 0.1  # weight of the value loss beside the policy's
+
+
+@dataclass
 class Config:
     preset: str = "tiny"
     stage: str = "pretrain"  # what trained this run: pretrain | sft | reward | dpo | rl (set by the command)
@@ -185,6 +197,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -380,6 +393,10 @@ def validate(cfg: Config) -> None:
         (cfg.dpo.beta > 0, f"dpo.beta must be positive, got {cfg.dpo.beta}; try 0.1"),
         (cfg.dpo.loss in ("sigmoid", "ipo"), f"dpo.loss must be sigmoid or ipo, got '{cfg.dpo.loss}'"),
         *_rl_checks(cfg.rl),
+        (cfg.ppo.epochs >= 1, f"ppo.epochs must be at least 1, got {cfg.ppo.epochs}"),
+        (0 <= cfg.ppo.gamma <= 1 and 0 <= cfg.ppo.lam <= 1,
+         f"ppo.gamma and ppo.lam must be in [0, 1], got {cfg.ppo.gamma} and {cfg.ppo.lam}"),
+        (cfg.ppo.value_clip > 0 and cfg.ppo.value_coef > 0, "ppo.value_clip and ppo.value_coef must be positive"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
         (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and optim.beta2 must be in [0, 1), got {o.beta1} and "
                                                 f"{o.beta2}; AdamW's usual values are 0.9 and 0.95"),

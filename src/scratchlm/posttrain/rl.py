@@ -5,7 +5,7 @@ samples, on the one launch and loop.
     -> the stage of rl.algo: a batch source that samples the policy through the engine with its current weights
        (launch hands the model to the stage factory, Shares.model) and a loss over the samples' tokens
        grpo  group-relative advantages, the clipped ratio, a KL penalty to the reference (scratchlm.posttrain.grpo)
-       ppo   a value model and GAE against a reward model: not in this version (one line says so)
+       ppo   a value model and GAE against a reward model (scratchlm.posttrain.ppo; the CLI dispatches)
     -> the reference: the parent's weights, frozen, built and sharded like the policy (common.frozen_reference)
 
 A step's global batch is rl.prompts_per_step x rl.group_size samples, so train.global_batch_tokens follows
@@ -66,8 +66,8 @@ def rl(cfg: Config, parent_run: Path, run_dir: Path, resume: bool = False,
     parent_cfg, _, parent_ckpt = open_run(parent_run)  # refuses a missing run or one without weights, first
     require_policy(parent_run, parent_cfg, "scratchlm rl")
     if cfg.rl.algo == "ppo":
-        raise ScratchError("--algo ppo learns from a reward model and needs --reward-model RM_DIR (a run of "
-                           "scratchlm reward), which this version does not take yet; use --algo grpo --reward gsm8k")
+        raise ScratchError("rl() trains GRPO; --algo ppo runs through scratchlm.posttrain.ppo.ppo (scratchlm rl "
+                           "dispatches on --algo)")
     check_layout(cfg, "scratchlm rl")
     reward_function(cfg.rl.reward)  # an unknown reward is refused before anything starts
     set_rollout_batch(cfg, user_keys)

@@ -109,7 +109,8 @@ class Rollouts:
 
     def __init__(self, cfg: Config, fmt: ChatFormat, device: torch.device) -> None:
         self.cfg, self.fmt, self.device = cfg, fmt, device
-        self.reward_fn = reward_function(cfg.rl.reward)
+        # PPO's responses are scored by its reward model instead.
+        self.reward_fn = reward_function(cfg.rl.reward) if cfg.rl.algo == "grpo" else None
         self.stop_ids = frozenset(generation_stop_ids(fmt.tokenizer, fmt))
         self.copy: Transformer | None = None
 
@@ -143,7 +144,8 @@ class Rollouts:
         for g, _, request_id in requests:  # sample j of every group before sample j + 1
             out, prompt = done[request_id], prompts[g][1]
             sample = Sample(prompt, out.token_ids, out.logprobs, truncated=out.finish_reason == "length")
-            sample.reward, sample.correct = self.reward_fn(self.text(out.token_ids), prompt.problem, r)
+            if self.reward_fn is not None:
+                sample.reward, sample.correct = self.reward_fn(self.text(out.token_ids), prompt.problem, r)
             groups[g].append(sample)
         return groups
 
