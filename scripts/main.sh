@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded corpus: install, prepare, pretrain the tiny preset, fine-tune it on
-# conversations, talk to it, evaluate both models and write the report card.
+# conversations, talk to it, improve its math with GRPO, evaluate the models and write the report card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RUN=${RUN:-runs/tiny}
 SFT=${SFT:-$RUN-sft}
+RL=${RL:-$RUN-rl}
 PY=.venv/bin/python
 .venv/bin/scratchlm prepare --preset tiny
 # Fresh run directories each time, so the command always does the whole job.
-rm -rf "$RUN" "$SFT"
+rm -rf "$RUN" "$SFT" "$RL"
 .venv/bin/scratchlm pretrain --preset tiny --out "$RUN"
 echo
 echo "--- greedy continuation of a held-out math question by the base model ---"
@@ -25,10 +26,13 @@ for PROMPT in "$QUESTION" "$REQUEST"; do
   echo "--- $SFT (greedy):"
   .venv/bin/scratchlm chat "$SFT" --prompt "$PROMPT" --temperature 0 --max-new-tokens 400
 done
+# GRPO: the fine-tuned model answers train problems, 8 samples each, and learns from the right final answers.
+.venv/bin/scratchlm rl "$SFT" --out "$RL" --algo grpo --reward gsm8k
 # GSM8K-style held-out math, scored by lm-evaluation-harness's rules: the base model few-shot (three worked
-# examples fill most of tiny's 512-token context), the fine-tuned one zero-shot through its chat format.
+# examples fill most of tiny's 512-token context), the fine-tuned and RL models zero-shot through the chat format.
 .venv/bin/scratchlm eval "$RUN" --tasks gsm8k --fewshot 3 --max-new-tokens 112 --limit 200
 .venv/bin/scratchlm eval "$SFT" --tasks gsm8k --limit 200
-.venv/bin/scratchlm report "$SFT"
+.venv/bin/scratchlm eval "$RL" --tasks gsm8k --limit 200
+.venv/bin/scratchlm report "$RL"
 echo
-echo "report card: $SFT/report.html; talk to the model: .venv/bin/scratchlm chat $SFT"
+echo "report card: $RL/report.html; talk to the model: .venv/bin/scratchlm chat $RL"

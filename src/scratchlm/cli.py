@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # stages import their modules lazily, so `scratchlm --help` s
     from scratchlm.config import Config
 
 # Shortcuts for the most used config fields; every other field is --section.field VALUE.
-ALIASES = {"data": "data.source", "max_steps": "train.max_steps"}
+ALIASES = {"data": "data.source", "max_steps": "train.max_steps", "algo": "rl.algo", "reward": "rl.reward",
+           "reward_model": "ppo.reward_model"}
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -130,6 +131,29 @@ def cmd_dpo(args: argparse.Namespace, extra: list[str]) -> None:
     result = dpo(cfg, Path(args.parent_run), out, resume=args.resume, user_keys=frozenset(overrides))
     if result["main"]:
         print(f"{_pairwise_result(result, out)}; talk to it with scratchlm chat {out}")
+
+
+def cmd_rl(args: argparse.Namespace, extra: list[str]) -> None:
+    from scratchlm.posttrain.ppo import PPO_DEFAULTS, ppo
+    from scratchlm.posttrain.rl import RL_DEFAULTS, rl
+    from scratchlm.train.metrics import read_metrics
+
+    cfg, overrides = _posttrain_config(args, extra, "rl", PPO_DEFAULTS if args.algo == "ppo" else RL_DEFAULTS)
+    out = Path(args.out)
+    train = ppo if cfg.rl.algo == "ppo" else rl
+    result = train(cfg, Path(args.parent_run), out, resume=args.resume, user_keys=frozenset(overrides))
+    if result["main"] and cfg.rl.algo == "ppo":
+        rewards = [r["reward"] for r in read_metrics(out) if "reward" in r]
+        kl = next(r["kl"] for r in reversed(read_metrics(out)) if "kl" in r)
+        print(f"done: step {result['step']}, mean reward-model score of the rollout {rewards[0]:.3f} at the first "
+              f"step, {rewards[-1]:.3f} at the last (KL to the reference {kl:.3f} nats per reply); run directory "
+              f"{out}; measure it on held-out prompts with scripts/check_ppo.py {out}")
+    elif result["main"]:
+        passes = [r["pass@1"] for r in read_metrics(out) if "pass@1" in r]
+        tail = passes[-10:]
+        print(f"done: step {result['step']}, pass@1 of the batch {passes[0]:.3f} at the first step, "
+              f"{sum(tail) / len(tail):.3f} over the last {len(tail)}; run directory {out}; measure it with "
+              f"scratchlm eval {out} --tasks gsm8k")
 
 
 def _sampling(args: argparse.Namespace):
@@ -344,6 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory of the tuned policy")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.set_defaults(func=cmd_dpo)
+
+    p = sub.add_parser("rl", allow_abbrev=False, help="improve a policy on its own rewarded samples (GRPO)",
+                       epilog="Any config field is an option: --rl.group_size 8 --rl.kl_coef 0.04 --optim.lr 1e-4 ...")
+    p.add_argument("parent_run", metavar="sft_run", help="the fine-tuned run to start from (and the KL reference)")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="run directory of the tuned policy")
+    p.add_argument("--algo", help="grpo (default) | ppo (rl.algo)")
+    p.add_argument("--reward", help="the verifiable reward: gsm8k (default; rl.reward), the right final answer")
+    p.add_argument("--reward-model", help="ppo: the reward model's run (scratchlm reward) to optimise against; the "
+                   "value model starts from it (ppo.reward_model)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.set_defaults(func=cmd_rl)
 
     p = sub.add_parser("generate", allow_abbrev=False, help="continue a prompt with a trained model")
     p.add_argument("run_dir")

@@ -148,10 +148,45 @@ class DPOConfig:
     reference_free: bool = False  # true: compare the policy's log-probs alone (a reference of uniform odds)
 
 
+RL_ALGOS = ("grpo", "ppo")
+RL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+
+
+@dataclass
+class RLConfig:
+    """Reinforcement learning from rewards on the policy's own samples (scratchlm rl, docs/rlhf.md)."""
+
+    algo: str = "grpo"  # grpo | ppo
+    reward: str = "gsm8k"  # the verifiable reward (scratchlm.posttrain.rewards): gsm8k, the right final answer
+    format_reward: float = 0.0  # added to the reward of a completion that ends in a "#### <number>" line
+    group_size: int = 8  # G: samples of each prompt; their rewards are compared with each other
+    prompts_per_step: int = 8  # prompts of each optimizer step: a step trains on prompts_per_step x G samples
+    steps_per_rollout: int = 1  # optimizer steps that learn from one rollout; > 1 reuses samples (the ratio clips)
+    max_new_tokens: int = 128  # a completion's length at most; one cut short gets the reward of what it wrote
+    temperature: float = 1.0  # of the rollouts' sampling
+    clip_low: float = 0.2  # the importance ratio is clipped to [1 - clip_low, 1 + clip_high] (PPO's epsilon)
+    clip_high: float = 0.2  # DAPO's clip-higher raises it (0.28) so unlikely tokens can grow
+    kl_coef: float = 0.0  # beta of the k3 KL penalty to the reference (the parent's weights); 0: logged only
+    loss_type: str = "grpo"  # how token losses are averaged: grpo (per sequence) | dr_grpo | dapo (per token)
+    scale_rewards: bool = True  # divide each group's advantages by its reward's std (Dr. GRPO: false)
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a reward model (scratchlm rl --algo ppo; the sampling, clipping and KL settings are rl's)."""
+
+    reward_model: str = ""  # the reward model's run directory (--reward-model); the value model starts from it
+    epochs: int = 2  # passes over each rollout; each takes rl.steps_per_rollout / epochs optimizer steps
+    gamma: float = 1.0  # discount of later rewards in the advantage
+    lam: float = 0.95  # GAE's lambda: 1 sums every later reward, 0 trusts the value of the next state alone
+    value_clip: float = 0.2  # how far a step may move the value model's estimate before its loss stops pulling
+    value_coef: float = 0.1  # weight of the value loss beside the policy's
+
+
 @dataclass
 class Config:
     preset: str = "tiny"
-    stage: str = "pretrain"  # what trained this run: pretrain | sft | reward | dpo | ... (set by the command)
+    stage: str = "pretrain"  # what trained this run: pretrain | sft | reward | dpo | rl (set by the command)
     parent: str = ""  # the run whose weights this one started from (the lineage base -> sft -> ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,6 +196,8 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -355,6 +392,11 @@ def validate(cfg: Config) -> None:
         (m.head in ("lm", "score"), f"model.head must be lm or score, got '{m.head}'"),
         (cfg.dpo.beta > 0, f"dpo.beta must be positive, got {cfg.dpo.beta}; try 0.1"),
         (cfg.dpo.loss in ("sigmoid", "ipo"), f"dpo.loss must be sigmoid or ipo, got '{cfg.dpo.loss}'"),
+        *_rl_checks(cfg.rl),
+        (cfg.ppo.epochs >= 1, f"ppo.epochs must be at least 1, got {cfg.ppo.epochs}"),
+        (0 <= cfg.ppo.gamma <= 1 and 0 <= cfg.ppo.lam <= 1,
+         f"ppo.gamma and ppo.lam must be in [0, 1], got {cfg.ppo.gamma} and {cfg.ppo.lam}"),
+        (cfg.ppo.value_clip > 0 and cfg.ppo.value_coef > 0, "ppo.value_clip and ppo.value_coef must be positive"),
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}; try 3e-4"),
         (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1 and optim.beta2 must be in [0, 1), got {o.beta1} and "
                                                 f"{o.beta2}; AdamW's usual values are 0.9 and 0.95"),
@@ -388,6 +430,23 @@ def validate(cfg: Config) -> None:
         nearest = max(1, round(t.global_batch_tokens / t.seq_len)) * t.seq_len
         raise ScratchError(f"train.global_batch_tokens {t.global_batch_tokens} is not a positive multiple of "
                            f"train.seq_len {t.seq_len}; use {nearest}")
+
+
+def _rl_checks(r: RLConfig) -> list[tuple[bool, str]]:
+    return [
+        (r.algo in RL_ALGOS, f"--algo must be one of {', '.join(RL_ALGOS)}, got '{r.algo}'"),
+        (r.group_size >= 2 or r.algo != "grpo",
+         f"rl.group_size must be at least 2 for GRPO (each sample is compared with the others of its prompt), got "
+         f"{r.group_size}; try 8"),
+        (min(r.prompts_per_step, r.steps_per_rollout, r.max_new_tokens) >= 1,
+         "rl.prompts_per_step, rl.steps_per_rollout and rl.max_new_tokens must be at least 1"),
+        (r.temperature > 0, f"rl.temperature must be positive (the samples of a prompt must differ), got "
+                            f"{r.temperature}; try 1.0"),
+        (0 <= r.clip_low < 1 and r.clip_high >= 0,
+         f"rl.clip_low must be in [0, 1) and rl.clip_high at least 0, got {r.clip_low} and {r.clip_high}"),
+        (r.kl_coef >= 0 and r.format_reward >= 0, "rl.kl_coef and rl.format_reward must not be negative"),
+        (r.loss_type in RL_LOSS_TYPES, f"rl.loss_type must be one of {', '.join(RL_LOSS_TYPES)}, got '{r.loss_type}'"),
+    ]
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:

@@ -27,7 +27,8 @@ from scratchlm.train.checkpoint import is_sharded, latest_checkpoint, load_weigh
 
 CONFIG_FILE = "config.yaml"
 # What fixes the stream of training examples: resuming with another value would skip or repeat data.
-RESUME_KEYS = ("train.seq_len", "train.global_batch_tokens", "train.seed", "data.source", "data.seed")
+RESUME_KEYS = ("train.seq_len", "train.global_batch_tokens", "train.seed", "data.source", "data.seed", "rl.group_size",
+               "rl.steps_per_rollout", "ppo.epochs")
 SPECIAL_TOKENS_FILE = "special_tokens.json"
 
 

@@ -42,7 +42,9 @@ MAX_NEW_TOKENS = 256  # lm-eval's max_gen_toks
 BASE_SHOTS = 5
 
 
-def _problems(source: str, split: str, n: int | None) -> list[dict[str, Any]]:
+def read_problems(source: str, split: str, n: int | None) -> list[dict[str, Any]]:
+    """The first n problems (question, answer) of a split: embedded (test: the held-out math, else train), a
+    file, or a hub dataset's split. RL trains on the train problems (scratchlm.posttrain.rollout)."""
     if source == EMBEDDED:
         embedded_split = "heldout" if split == "test" else "train"
         return list(corpus.math_problems(embedded_split, n if n is not None else EMBEDDED_QUESTIONS))
@@ -80,7 +82,7 @@ def choose_shots(pool: Sequence[dict[str, Any]], k: int, n_questions: int, sampl
 
 def run(runner: Runner, options: EvalOptions) -> TaskResult:
     source = options.data or EMBEDDED
-    problems = _problems(source, "test", options.limit)
+    problems = read_problems(source, "test", options.limit)
     data_desc = source if source == EMBEDDED else data.describe(source, "test")
     k = options.fewshot if options.fewshot is not None else (0 if options.chat else BASE_SHOTS)
     pool, fewshot_desc = _fewshot_pool(options, source, data_desc) if k else ([], None)
@@ -123,12 +125,12 @@ def _fewshot_pool(options: EvalOptions, source: str, data_desc: str) -> tuple[li
     fewshot_source = options.fewshot_data or (data.with_split(source, "train") if source.startswith("hf:")
                                               else EMBEDDED)
     if fewshot_source == EMBEDDED:
-        return _problems(EMBEDDED, "train", EMBEDDED_FEWSHOT_POOL), EMBEDDED
+        return read_problems(EMBEDDED, "train", EMBEDDED_FEWSHOT_POOL), EMBEDDED
     fewshot_desc = data.describe(fewshot_source, "train")
     if fewshot_desc == data_desc:
         raise ScratchError("the few-shot examples would come from the evaluated data itself; give another "
                            "--fewshot-data (GSM8K's train split)")
-    return _problems(fewshot_source, "train", None), fewshot_desc
+    return read_problems(fewshot_source, "train", None), fewshot_desc
 
 
 def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], problems: list[dict[str, Any]]

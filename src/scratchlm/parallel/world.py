@@ -168,6 +168,15 @@ class World:
         dist.all_reduce(value)
         return value / (self.dims.world_size // self.dims.pp)
 
+    def sum_over_batch(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum per-rank numbers over the data-parallel ranks. The tensor- and pipeline-parallel ranks of one
+        data-parallel group hold the same batch, so the sum over all ranks counts it tp x pp times."""
+        if self.mesh is None:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / (self.dims.tp * self.dims.pp)
+
     def main_first(self, fn: Callable[[], T], agree: Callable[[list[T]], None] | None = None) -> T:
         """Run fn on rank 0 first (e.g. preparing a shared data cache), then on the others; all ranks fail
         together. Whichever rank's fn raises, that rank raises its own error and every other rank a

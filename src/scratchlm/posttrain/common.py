@@ -1,13 +1,16 @@
-"""What the post-training stages (sft, reward, dpo) share around their losses.
+"""What the post-training stages (sft, reward, dpo, rl) share around their losses.
 
     stage_config      the parent run's config (its model above all), the stage's defaults, --config, overrides
     carry_run_files   an imported parent's chat template and special tokens, copied into the new run
     require_policy    refuses a reward model where a language model is expected
+    check_layout      refuses the parallel layouts a stage's loss cannot run under
+    frozen_reference  the parent's weights, built and sharded like the policy, never trained (DPO, RL)
+    token_logps       log pi of each trained target token, with gradients (DPO sums them, RL weighs them)
     Row, rendered_row a conversation rendered by the chat format into token ids and trained targets
     EpochBatches      a deterministic, resumable order of global batches, dealt out to data-parallel ranks
 
 Every stage starts from its parent's latest weights with a fresh optimizer and schedule, and records
-`stage` and `parent` in its config.yaml, so the lineage base -> sft -> reward / dpo can be followed.
+`stage` and `parent` in its config.yaml, so the lineage base -> sft -> reward / dpo / rl can be followed.
 """
 
 from __future__ import annotations
@@ -20,12 +23,18 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from scratchlm.chat import CHAT_TEMPLATE_FILE, Rendered
 from scratchlm.config import Config, apply_dict, load_config, read_tree, set_key, validate
 from scratchlm.errors import ScratchError
+from scratchlm.parallel.build import build_parallel_model
+from scratchlm.parallel.world import World
 from scratchlm.run import CONFIG_FILE, SPECIAL_TOKENS_FILE
-from scratchlm.train.stage import IGNORE
+from scratchlm.train.checkpoint import load_weights
+from scratchlm.train.stage import IGNORE, token_loss_sum
 
 ROWS_PER_STEP = 16  # conversations (or preference pairs) per optimizer step, the default global batch
 RUN_FILES = (SPECIAL_TOKENS_FILE, CHAT_TEMPLATE_FILE)  # an imported parent's conventions, carried along
@@ -62,6 +71,32 @@ def require_policy(run_dir: Path, cfg: Config, command: str) -> None:
     if cfg.model.head != "lm":
         raise ScratchError(f"{run_dir} is a reward model (model.head {cfg.model.head}), but {command} needs a "
                            "language model to start from, such as the SFT run the reward model was trained from")
+
+
+def check_layout(cfg: Config, command: str, tensor_parallel: bool = True) -> None:
+    """Pipeline stages run the language-model loss only; a score head has no tensor-parallel plan."""
+    if cfg.parallel.pp > 1:
+        raise ScratchError(f"{command} does not run under pipeline parallel (its stages compute only the "
+                           "next-token loss); use data parallel (FSDP) instead of --parallel.pp")
+    if not tensor_parallel and cfg.parallel.tp > 1:
+        raise ScratchError(f"{command} does not run under tensor parallel (the score head has no plan for it); "
+                           "use data parallel (FSDP) instead of --parallel.tp")
+
+
+def frozen_reference(cfg: Config, world: World, checkpoint: Path) -> nn.Module:
+    """The parent's weights in a model built and parallelized like the policy, never trained."""
+    reference, _ = build_parallel_model(cfg, world, token_loss_sum)
+    load_weights(reference, checkpoint)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+def token_logps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log pi of each row's next token where it is trained, in fp32; 0 where the target is IGNORE (rows, seq)."""
+    logits = model(inputs)
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                                reduction="none")
+    return -per_token.view(targets.shape)
 
 
 @dataclass

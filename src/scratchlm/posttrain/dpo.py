@@ -34,13 +34,11 @@ from tqdm import tqdm
 from scratchlm.chat import load_chat_format
 from scratchlm.config import Config
 from scratchlm.errors import ScratchError
-from scratchlm.parallel.build import build_parallel_model
 from scratchlm.parallel.world import World
-from scratchlm.posttrain.common import carry_run_files, require_policy
+from scratchlm.posttrain.common import carry_run_files, check_layout, frozen_reference, require_policy, token_logps
 from scratchlm.posttrain.pairs import (
     PairBatches,
     PairStage,
-    check_layout,
     describe_pairs,
     load_pair_rows,
     real_pairs,
@@ -49,9 +47,8 @@ from scratchlm.posttrain.pairs import (
 )
 from scratchlm.run import open_run
 from scratchlm.tokenizer import BPETokenizer
-from scratchlm.train.checkpoint import load_weights
 from scratchlm.train.launch import Shares, launch
-from scratchlm.train.stage import IGNORE, Batch, LossOutput, Stage, token_loss_sum
+from scratchlm.train.stage import Batch, LossOutput, Stage
 
 # What DPO changes from its parent's config (common.stage_config): preference pairs instead of
 # conversations, a short schedule at a low peak rate, and a validation set of 128 pairs.
@@ -78,10 +75,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
 
 def sequence_logps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log pi of each row's trained targets, summed, in fp32 (rows,)."""
-    logits = model(inputs)
-    per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                                reduction="none")
-    return -per_token.view(targets.shape).sum(-1)
+    return token_logps(model, inputs, targets).sum(-1)
 
 
 def pair_logps(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -108,14 +102,6 @@ class DPOStage(PairStage):
         return (losses * real).sum(), summed({
             "rewards/chosen": chosen, "rewards/rejected": rejected, "margins": chosen - rejected,
             "accuracy": chosen > rejected, "logps/chosen": policy[:, 0], "logps/rejected": policy[:, 1]}, real)
-
-
-def frozen_reference(cfg: Config, world: World, checkpoint: Path) -> nn.Module:
-    """The parent's weights in a model built and parallelized like the policy, never trained."""
-    reference, _ = build_parallel_model(cfg, world, token_loss_sum)
-    load_weights(reference, checkpoint)
-    reference.requires_grad_(False)
-    return reference.eval()
 
 
 def dpo(cfg: Config, parent_run: Path, run_dir: Path, resume: bool = False,

@@ -177,16 +177,6 @@ def summed(values: dict[str, torch.Tensor], real: torch.Tensor) -> dict[str, tor
     return {name: (value.float() * real).sum() for name, value in values.items()}
 
 
-def check_layout(cfg: Config, command: str, tensor_parallel: bool = True) -> None:
-    """Pipeline stages run the language-model loss only; a score head has no tensor-parallel plan."""
-    if cfg.parallel.pp > 1:
-        raise ScratchError(f"{command} does not run under pipeline parallel (its stages compute only the "
-                           "next-token loss); use data parallel (FSDP) instead of --parallel.pp")
-    if not tensor_parallel and cfg.parallel.tp > 1:
-        raise ScratchError(f"{command} does not run under tensor parallel (the score head has no plan for it); "
-                           "use data parallel (FSDP) instead of --parallel.tp")
-
-
 def load_pair_rows(cfg: Config, fmt: ChatFormat, say: Callable[[str], None], margin: float = 0.0
                    ) -> tuple[list[PairRows], list[PairRows]]:
     """The training and validation pairs of cfg.data, rendered; skipped records summed up in one line."""

@@ -31,11 +31,10 @@ from scratchlm.chat import load_chat_format
 from scratchlm.config import Config
 from scratchlm.errors import ScratchError
 from scratchlm.parallel.world import World
-from scratchlm.posttrain.common import carry_run_files
+from scratchlm.posttrain.common import carry_run_files, check_layout
 from scratchlm.posttrain.pairs import (
     PairBatches,
     PairStage,
-    check_layout,
     describe_pairs,
     load_pair_rows,
     real_pairs,

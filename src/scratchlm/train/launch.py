@@ -45,6 +45,9 @@ class Shares:
     local_batch: int  # sequences of each step on this rank
     val_batch_rows: int  # rows per validation batch (the pipeline needs its training shape)
     val_sequences: int  # size of the validation set: a function of the config, not of the layout
+    # The model in training as this rank holds it (parallelized, its weights loaded), for a stage whose batches
+    # are its own samples (RL's rollouts); the other stages never read it.
+    model: nn.Module | None = None
 
 
 # A command's data: given this rank's world, (tokenizer, a function that builds the stage from the shares).
@@ -152,7 +155,7 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     local_batch = t.global_batch // dims.dp
     shares = Shares(dp_rank=world.dp_rank, dp_size=dims.dp, local_batch=local_batch,
                     val_batch_rows=local_batch if pipeline is not None else t.micro_batch_size,
-                    val_sequences=val_sequences)
+                    val_sequences=val_sequences, model=model)
     stage = make_stage(shares)
     say(describe(cfg))
     say(f"{t.global_batch_tokens:,} tokens per step ({t.global_batch} x {t.seq_len}, "

@@ -68,7 +68,8 @@ def _parse_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_run(run_dir: Path) -> list[Path]:
-    """plots/loss.png (train and validation loss) and plots/lr.png from metrics.jsonl."""
+    """plots/loss.png (train and validation loss) and plots/lr.png from metrics.jsonl; for an RL run also
+    plots/reward.png (mean reward and pass@1 of each step's samples, KL to the reference)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -111,7 +112,35 @@ def plot_run(run_dir: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(out / "lr.png")
     plt.close(fig)
-    return [out / "loss.png", out / "lr.png"]
+    written = [out / "loss.png", out / "lr.png"]
+    if any("reward" in r for r in records):
+        written.append(_plot_rewards(records, out / "reward.png"))
+    return written
+
+
+def _plot_rewards(records: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for key, color in (("reward", "tab:blue"), ("pass@1", "tab:orange")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), lw=1.2, color=color, label=f"{key} of the step's samples")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward")
+    ax.grid(alpha=0.3)
+    kl = [(r["step"], r["kl"]) for r in records if "kl" in r]
+    if kl:
+        right = ax.twinx()
+        right.plot(*zip(*kl, strict=True), lw=1.0, ls="--", color="tab:red", label="KL to the reference")
+        right.set_ylabel("KL per token (nats)")
+        right.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    ax.set_title("rewards of the policy's own samples")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 class LossWatch:

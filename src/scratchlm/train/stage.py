@@ -54,6 +54,8 @@ class Stage(Protocol):
 
     def log_values(self, step: int) -> dict[str, float]: ...
 
+    # Optionally `companion`: a second model the loss trains too (scratchlm.train.companion), e.g. PPO's value model.
+
 
 CHUNK_ELEMENTS = 2**22  # logits per chunk of the cross-entropy: 16 MiB in fp32, whatever the vocabulary
 

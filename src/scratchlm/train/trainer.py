@@ -14,6 +14,10 @@ this loop owns everything else:
         every eval_every: validation loss (sum over a fixed set of windows / their trained tokens)
         every save_every: checkpoint (after the watch has seen every loss up to it)
 
+A stage may bring a companion (scratchlm.train.companion: PPO's value model), a second model that its loss
+also trains: it takes the same learning rate, its own clip and AdamW step (skipped with the model's), and a
+checkpoint beside each of the model's.
+
 Why divide by N and not average per micro-batch: once a mask decides which tokens are trained, a
 micro-batch of short answers holds fewer of them, and a mean per micro-batch would weight each of
 its tokens more. Summing and dividing by the global count gives every trained token the same weight,
@@ -44,6 +48,7 @@ from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
 from scratchlm.parallel.world import World
 from scratchlm.train.checkpoint import save_checkpoint
+from scratchlm.train.companion import Companion
 from scratchlm.train.compile import compile_loss
 from scratchlm.train.metrics import LossWatch, MetricsLog, TrainingDiverged, plot_run
 from scratchlm.train.optim import lr_at
@@ -97,6 +102,10 @@ class Trainer:
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
         self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # A second model that the stage trains from the same loss (PPO's value model), if any.
+        self.companion: Companion | None = getattr(stage, "companion", None)
+        if self.companion is not None and start_step:
+            self.companion.load(self.run_dir, start_step)
         # train.compile model (as launch resolved it): the training loss runs compiled; validation stays eager,
         # since its forward-only graph would be a second compile for a small share of the steps.
         self.compiled_loss = compile_loss(stage.loss) if cfg.train.compile == "model" else None
@@ -118,13 +127,10 @@ class Trainer:
                        "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
 
     def _sum_over_batch(self, value: float) -> float:
-        """Sum a per-rank number over the data-parallel ranks. The tensor- and pipeline-parallel ranks of one
-        data-parallel group hold the same batch, so the sum over all ranks counts it tp x pp times."""
+        """Sum a per-rank number over the data-parallel ranks (World.sum_over_batch)."""
         if not self.world.distributed:
             return value
-        total = torch.tensor(value, dtype=torch.float64, device=self.device)
-        dist.all_reduce(total)
-        return total.item() / (self.world.dims.tp * self.world.dims.pp)
+        return self.world.sum_over_batch(torch.tensor(value, dtype=torch.float64, device=self.device)).item()
 
     def _moved(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -134,6 +140,8 @@ class Trainer:
         lr = lr_at(self.step, cfg.optim, cfg.train.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.companion is not None:
+            self.companion.set_lr(lr)
         batch = self.stage.batch_for(self.step)
         count = self._sum_over_batch(self.stage.count(batch))
         scale = self.world.dims.dp / max(count, 1)  # data-parallel averaging x dp, then / the global count
@@ -147,6 +155,8 @@ class Trainer:
             total = torch.zeros((), device=self.device)
             for i, part in enumerate(micro):
                 set_gradient_sync(self.model, i == len(micro) - 1)
+                if self.companion is not None:
+                    self.companion.set_gradient_sync(i == len(micro) - 1)
                 with self.autocast:
                     loss, values = loss_fn(self.model, self._moved(part))
                 (loss * scale).backward()
@@ -154,13 +164,22 @@ class Trainer:
                 for key, value in values.items():
                     sums[key] = sums.get(key, 0) + value.detach().float() * scale
         grad_norm, finite = clip_grad_norm(self.params, cfg.optim.grad_clip or float("inf"), self.world)
+        if self.companion is not None:  # clipped on its own; a non-finite gradient in either skips both
+            companion_norm, companion_finite = clip_grad_norm(self.companion.params, cfg.optim.grad_clip or
+                                                              float("inf"), self.world)
+            if finite and not companion_finite:
+                grad_norm, finite = companion_norm, False
         skipped = not finite or count == 0
         if skipped:
             self._skip(grad_norm, count)
         else:
             self.optimizer.step()
+            if self.companion is not None:
+                self.companion.step()
             self.skipped_in_a_row = 0
         self.optimizer.zero_grad(set_to_none=True)
+        if self.companion is not None:
+            self.companion.zero_grad()
         self.step += 1
         self.state["tokens"] += self.tokens_per_step
         return Pending(self.step, total, grad_norm, lr, self.state["tokens"], skipped,
@@ -248,7 +267,10 @@ class Trainer:
         pending.clear()
 
     def save(self) -> None:
-        # Under torchrun every rank calls it: each writes its own shards.
+        # Under torchrun every rank calls it: each writes its own shards. The companion first: a complete
+        # checkpoint of the run then always has its companion's.
+        if self.companion is not None:
+            self.companion.save(self.run_dir, self.step, self.cfg.train.keep_checkpoints)
         save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.state,
                         self.cfg.train.keep_checkpoints)
 
@@ -270,7 +292,8 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()  # the GPU runs ahead of Python; time the work, not the queueing
                     seconds = time.perf_counter() - tick
-                    val = self.validation() if evaluate else None
+                    # A stage without a validation set (RL: its measure is an evaluation of the finished run) logs none.
+                    val = self.validation() if evaluate and self.stage.validation else None
                     if val is not None:
                         last_val = val["val_loss"]
                     self._flush(pending, seconds, val, bar)

@@ -49,6 +49,7 @@ def test_a_slip_is_carried_through_the_later_steps() -> None:
                        "#### 77")
     assert with_slip(SOLUTION, step=1, slip=1).endswith("<<220-133=88>>88 seats are empty.\n#### 88")
     assert with_slip("Each gets 7 / 7 = <<7/7=1>>1.\nSo 7 / 1 = <<7/1=7>>7.\n#### 7", 0, 1) is None  # 7 / 2
+    assert with_slip("She keeps 3 - 2 = <<3-2=1>>1.\nSo 6 / 1 = <<6/1=6>>6.\n#### 6", 0, -1) is None  # 6 / 0
 
 
 def test_math_pairs_are_right_against_wrong_in_one_place(pairs) -> None:

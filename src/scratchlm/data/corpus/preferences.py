@@ -91,7 +91,8 @@ def _value(expression: str) -> Fraction:
 
 def with_slip(solution: str, step: int, slip: int) -> str | None:
     """The solution with step `step`'s result off by `slip`, and every later step that uses a changed result
-    recomputed from it; None when a recomputed step would leave the whole numbers (or go below zero)."""
+    recomputed from it; None when a recomputed step would leave the whole numbers (or go below zero, or divide
+    by a result slipped to zero)."""
     lines = solution.split("\n")
     changed: dict[str, str] = {}  # a result as the right solution has it -> as the slipped one has it
     for i, line in enumerate(lines[:-1]):
@@ -100,7 +101,10 @@ def with_slip(solution: str, step: int, slip: int) -> str | None:
             continue
         expression, value = match.group(1), int(match.group(2))
         new_expression = _OPERAND.sub(lambda m: changed.get(m.group(0), m.group(0)), expression)
-        new_value = _value(new_expression) + (slip if i == step else 0)
+        try:
+            new_value = _value(new_expression) + (slip if i == step else 0)
+        except ZeroDivisionError:
+            return None
         if new_value.denominator != 1 or new_value < 0:
             return None
         if new_expression == expression and new_value == value:

@@ -1,0 +1,177 @@
+"""scratchlm rl --algo ppo: GAE against a plain per-step loop of its definition, the clipped policy and value
+losses on a hand-made batch, the KL-shaped rewards, a run as a user runs it (lineage, the value model as a run
+of its own, the first step's ratio of 1), exact resume, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchlm.posttrain.ppo import gae, kl_rewards, last_index, moment_sums, ppo_terms, whiten
+from scratchlm.train.metrics import read_metrics
+
+from conftest import FAST, ROOT, run_cli
+
+sys.path.insert(0, str(ROOT / "tests" / "posttrain"))
+from test_dpo import write_pairs  # noqa: E402
+
+# 4 prompts a minibatch, 2 minibatches a rollout, 2 passes: a rollout every 4 steps; short replies, fp32.
+PPO = ["--algo", "ppo", "--train.seq_len", "64", "--train.precision", "fp32", "--train.log_every", "1",
+       "--rl.prompts_per_step", "4", "--rl.max_new_tokens", "12", "--rl.steps_per_rollout", "4", "--ppo.epochs", "2",
+       "--optim.warmup_steps", "1", "--optim.lr", "1e-3", "--train.micro_batch_size", "2"]
+
+
+def responses(width: int = 9) -> torch.Tensor:
+    """A mask of response tokens: a prompt before each, padding after some."""
+    mask = torch.zeros(3, width, dtype=torch.bool)
+    mask[0, 2:7] = True
+    mask[1, 4:9] = True  # runs to the last column
+    mask[2, 1:2] = True  # a one-token response
+    return mask
+
+
+def test_gae_equals_a_plain_loop_over_its_definition():
+    torch.manual_seed(0)
+    mask = responses()
+    rewards, values = torch.randn(3, 9) * mask, torch.randn(3, 9) * mask
+    gamma, lam = 0.9, 0.8
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    for row in range(3):
+        steps = mask[row].nonzero().flatten().tolist()
+        r, v = [rewards[row, t].item() for t in steps], [values[row, t].item() for t in steps]
+        n = len(steps)
+        for i, t in enumerate(steps):
+            # A_t = sum_l (gamma lambda)^l delta_{t+l}, delta_k = r_k + gamma V_{k+1} - V_k, V after the end 0
+            deltas = [r[k] + gamma * (v[k + 1] if k + 1 < n else 0.0) - v[k] for k in range(n)]
+            want = sum((gamma * lam) ** (k - i) * deltas[k] for k in range(i, n))
+            assert advantages[row, t].item() == pytest.approx(want, abs=1e-5)
+            assert returns[row, t].item() == pytest.approx(want + v[i], abs=1e-5)
+    assert advantages[~mask].abs().max() == 0 and returns[~mask].abs().max() == 0
+    # lambda 1, gamma 1: the advantage is the sum of the rewards still to come less the value
+    ones, _ = gae(rewards, values, mask, 1.0, 1.0)
+    row = mask[0].nonzero().flatten()
+    assert ones[0, row[0]].item() == pytest.approx(rewards[0].sum().item() - values[0, row[0]].item(), abs=1e-5)
+
+
+def test_rewards_are_the_kl_penalty_plus_the_score_at_the_last_token():
+    mask = responses()
+    logps, ref = -torch.rand(3, 9) * mask, -torch.rand(3, 9) * mask
+    scores = torch.tensor([2.0, -1.0, 0.5])
+    rewards = kl_rewards(logps, ref, scores, mask, kl_coef=0.1)
+    assert last_index(mask).tolist() == [6, 8, 1]
+    want = -0.1 * (logps - ref) * mask
+    want[0, 6] += 2.0
+    want[1, 8] -= 1.0
+    want[2, 1] += 0.5
+    assert torch.allclose(rewards, want)
+
+
+def test_clipped_policy_and_value_losses_on_a_hand_made_batch():
+    # Four tokens: advantage +-1 with the ratio above or below the clip range [0.8, 1.2].
+    ratio = torch.tensor([1.5, 1.5, 0.5, 0.5])
+    advantages = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    old = torch.log(torch.tensor([0.2, 0.2, 0.4, 0.4]))
+    logps = (old + ratio.log()).requires_grad_()
+    old_values = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    values = torch.tensor([0.5, 0.1, 1.0, 2.0], requires_grad=True)
+    returns = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    terms = ppo_terms(logps, old, advantages, values, old_values, returns, 0.2, 0.2, 0.2)
+    # max(-A rho, -A clip(rho)): the pessimistic of the two
+    assert terms.policy.tolist() == pytest.approx([-1.2, 1.5, -0.5, 0.8])
+    assert terms.clipped.tolist() == [1.0, 0.0, 0.0, 1.0]
+    # 1/2 max((V - G)^2, (V_old + clip(V - V_old, -0.2, 0.2) - G)^2)
+    assert terms.value.tolist() == pytest.approx([0.5 * 0.8**2, 0.5 * 0.9**2, 0.0, 0.5 * 2.0**2])
+    assert terms.value_clipped.tolist() == [1.0, 0.0, 0.0, 0.0]
+    # approx_kl = (rho - 1) - log rho
+    assert terms.approx_kl.tolist() == pytest.approx([0.5 - torch.log(ratio[0]).item()] * 2 +
+                                                     [-0.5 - torch.log(ratio[2]).item()] * 2, rel=1e-5)
+    (terms.policy.sum() + terms.value.sum()).backward()
+    # A clipped term passes no gradient; an unclipped one passes -A rho to the log-prob.
+    assert logps.grad.tolist() == pytest.approx([0.0, 1.5, -0.5, 0.0])
+    assert values.grad.tolist() == pytest.approx([0.0, 0.1 - 1.0, 0.0, 2.0])
+
+
+def test_whitening_over_the_masked_tokens_and_in_parts():
+    mask = responses()
+    values = torch.randn(3, 9) * 3 + 2
+    white = whiten(values, mask)
+    assert white[mask].mean().item() == pytest.approx(0, abs=1e-5)
+    assert white[mask].var(unbiased=False).item() == pytest.approx(1, abs=1e-4) and white[~mask].abs().max() == 0
+    # Two ranks' shares, whitened with their summed moments, are the whole's whitening.
+    sums = moment_sums(values[:2], mask[:2]) + moment_sums(values[2:], mask[2:])
+    parts = torch.cat([whiten(values[:2], mask[:2], sums), whiten(values[2:], mask[2:], sums)])
+    assert torch.allclose(parts, white, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus_jsonl) -> dict[str, Path]:
+    """A tiny policy, preference pairs, and a reward model trained from the policy for a few steps."""
+    root = tmp_path_factory.mktemp("ppo")
+    base, rm = root / "base", root / "rm"
+    pairs = write_pairs(root / "pairs.jsonl", 300)
+    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(base), "--max-steps", "4", "--samples", "0", *FAST)
+    run_cli("reward", str(base), "--data", str(pairs), "--out", str(rm), "--max-steps", "2", "--train.seq_len", "64",
+            "--train.global_batch_tokens", "512", "--train.eval_every", "2", "--train.eval_batches", "1")
+    return {"base": base, "rm": rm, "pairs": pairs}
+
+
+def test_ppo_run_records_its_lineage_and_its_value_model(runs, tmp_path):
+    out = tmp_path / "ppo"
+    run_cli("rl", str(runs["base"]), "--out", str(out), "--reward-model", str(runs["rm"]), "--data",
+            str(runs["pairs"]), "--max-steps", "4", *PPO)
+    cfg = (out / "config.yaml").read_text()
+    assert "stage: rl" in cfg and f"parent: {runs['base'].resolve()}" in cfg and "algo: ppo" in cfg
+    assert f"reward_model: {runs['rm']}" in cfg
+    value = (out / "value" / "config.yaml").read_text()  # the value model: a run of the reward model's shape
+    assert "head: score" in value and f"parent: {runs['rm'].resolve()}" in value
+    assert (out / "value" / "checkpoints" / "step_000004").is_dir()
+    records = read_metrics(out)
+    assert len(records) == 4
+    first = records[0]
+    # The first step of a rollout computes the log-probs it was scored with: the ratio is 1, nothing clips.
+    assert first["clipfrac"] == 0 and first["approx_kl"] == pytest.approx(0, abs=1e-6)
+    # A fresh policy is its reference: the KL penalty is 0.
+    assert first["kl"] == pytest.approx(0, abs=1e-5) and first["non_score_reward"] == pytest.approx(0, abs=1e-6)
+    for key in ("reward", "response_length", "ended", "returns", "values", "policy_loss", "value_loss",
+                "value_clipfrac"):
+        assert key in first
+    # The run is a policy like any other: it chats.
+    run_cli("generate", str(out), "--prompt", "the cat", "--max-new-tokens", "4")
+
+
+def test_resume_continues_ppo_bit_for_bit(runs, tmp_path):
+    args = ["rl", str(runs["base"]), "--reward-model", str(runs["rm"]), "--data", str(runs["pairs"]), *PPO,
+            "--optim.lr_decay_steps", "8", "--train.save_every", "4"]
+    run_cli(*args, "--out", str(tmp_path / "straight"), "--max-steps", "8")
+    run_cli(*args, "--out", str(tmp_path / "split"), "--max-steps", "4")
+    run_cli(*args, "--out", str(tmp_path / "split"), "--max-steps", "8", "--resume")
+    keys = ("loss", "policy_loss", "value_loss", "reward", "kl", "grad_norm")
+    straight, split = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
+    assert [[r[k] for k in keys] for r in split] == [[r[k] for k in keys] for r in straight]
+
+
+def test_bad_input_is_one_clear_line(runs, tmp_path):
+    other_tokenizer = tmp_path / "rm-other"  # a reward model that reads another tokenizer's ids
+    shutil.copytree(runs["rm"], other_tokenizer)
+    run_cli("prepare", "--data", str(runs["pairs"]), "--out", str(tmp_path / "prep"), "--data.vocab_size", "340",
+            "--data.text_field", "prompt", "--data.workers", "1")
+    shutil.copy(tmp_path / "prep" / "tokenizer.json", other_tokenizer / "tokenizer.json")
+    base, rm = str(runs["base"]), str(runs["rm"])
+    cases = [
+        (["rl", base, "--algo", "ppo"], "needs a reward model"),
+        (["rl", rm, "--algo", "ppo", "--reward-model", rm], "is a reward model"),
+        (["rl", base, "--algo", "ppo", "--reward-model", base], "is not a reward model"),
+        (["rl", base, "--algo", "ppo", "--reward-model", str(other_tokenizer)], "another tokenizer"),
+        (["rl", base, "--algo", "ppo", "--reward-model", str(tmp_path / "nope")], "does not exist"),
+        (["rl", base, "--algo", "ppo", "--reward-model", rm, "--ppo.lam", "2"], "ppo.gamma and ppo.lam"),
+    ]
+    for args, message in cases:
+        proc = run_cli(*args, "--out", str(tmp_path / "o"), check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
