@@ -95,3 +95,25 @@ def synced_before_and_after(events, renamed: str) -> tuple[set, set]:
     at = events.index(("rename", renamed))
     return ({ino for kind, ino in events[:at] if kind == "fsync"},
             {ino for kind, ino in events[at + 1:] if kind == "fsync"})
+
+
+class ScriptedModel(torch.nn.Module):
+    """A real model whose logits at some positions are pushed, far beyond the rest, towards a scripted next
+    token: a greedy engine then writes the script there (a calculator call, say) and the real model's
+    choice everywhere else. script maps a position to the token wanted there (the logits of the position
+    before it predict it)."""
+
+    def __init__(self, model: torch.nn.Module, script: dict[int, int]) -> None:
+        super().__init__()
+        self.inner = model
+        self.cfg = model.cfg
+        self.script = script
+
+    def forward(self, tokens: torch.Tensor, cache=None, start_pos: int = 0, positions: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.inner(tokens, cache=cache, start_pos=start_pos, positions=positions, mask=mask)
+        if positions is None:
+            positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device).expand_as(tokens)
+        for position, token in self.script.items():
+            logits[positions + 1 == position, token] += 1000.0
+        return logits

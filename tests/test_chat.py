@@ -25,7 +25,11 @@ from scratchlm.chat import (
     load_chat_format,
     validate_messages,
 )
+from scratchlm.data import corpus
 from scratchlm.errors import ScratchError
+from scratchlm.infer.engine import Engine
+from scratchlm.infer.sampling import SamplingParams
+from scratchlm.model import build_model
 from scratchlm.run import SPECIAL_TOKENS_FILE
 from scratchlm.tokenizer import (
     ASSISTANT,
@@ -41,7 +45,7 @@ from scratchlm.tokenizer import (
     train_tokenizer,
 )
 
-from conftest import WORDS
+from conftest import WORDS, ScriptedModel, small_model_config
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -168,24 +172,66 @@ def test_malformed_conversations_are_refused_in_one_line(native, case):
         assert "\n" not in str(info.value)
 
 
+# ------------------------------------------------------------------------------------------- tool use
+
+CALCULATOR = ("calculator",)
+WORKED = "So 3 + 4 = <<3+4=7>>7 apples, and 7 * 2 = $<<7*2=14>>14.\n#### 14"
+
+
+def test_what_the_calculator_feeds_is_never_trained(tok, native):
+    chat = [msg("user", "How many?"), msg("assistant", WORKED)]
+    rendered = native.render(chat, tools=CALCULATOR)
+    assert trained_runs(tok, rendered) == ["So 3 + 4 = <<3+4=", "7 apples, and 7 * 2 = $<<7*2=",
+                                           f"14.\n#### 14{END_OF_TURN}"]
+    reply = [tok.encode(piece) for piece in ("So 3 + 4 = <<3+4=", "7>>", "7 apples, and 7 * 2 = $<<7*2=", "14>>",
+                                             "14.\n#### 14")]
+    assert rendered.ids[-sum(map(len, reply)) - 1:-1] == [i for piece in reply for i in piece]
+    assert tok.decode(rendered.ids).endswith(f"{WORKED}{END_OF_TURN}")
+    without = native.render(chat)
+    assert trained_runs(tok, without) == [WORKED + END_OF_TURN] and without.ids == native.render(chat, tools=()).ids
+    # Only the assistant's calls are cut; a user's message is text as always.
+    assert native.render([msg("user", WORKED)], tools=CALCULATOR).ids == native.render([msg("user", WORKED)]).ids
+
+
+def test_the_split_renders_the_ids_that_the_engine_generates(tok, native):
+    """A model made to write the reply's trained tokens, one by one, run by the engine with the calculator:
+    what the engine feeds is exactly the untrained part of the rendering, token for token, so training sees
+    the ids that generation sees."""
+    problem = next(iter(corpus.math_problems("train", 1)))
+    chat = [msg("user", problem["question"]), msg("assistant", problem["answer"])]
+    rendered = native.render(chat, tools=CALCULATOR)
+    prompt = native.prompt_ids(chat[:1], CALCULATOR)
+    reply, trained = rendered.ids[len(prompt):], rendered.trained[len(prompt):]
+    assert rendered.ids[:len(prompt)] == prompt and not all(trained)
+    model = build_model(small_model_config(vocab_size=tok.vocab_size, max_seq_len=len(rendered.ids) + 8), seed=0)
+    script = {len(prompt) + i: t for i, (t, on) in enumerate(zip(reply, trained, strict=True)) if on}
+    scripted = ScriptedModel(model, script)
+    engine = Engine(scripted, native.stop_ids, tok)
+    got = engine.generate([prompt], SamplingParams(max_new_tokens=len(reply) + 4, temperature=0, tools=CALCULATOR))[0]
+    assert got.token_ids == reply and got.forced == [not on for on in trained] and got.finish_reason == "stop"
+
+
 # ------------------------------------------------------------------------------ templates, rendered here
 
 CONTENT_PIECES = ["the cat", " sat", "\n", "  ", "\t", "🦙", "漢字", "é", "12345", "<|", "|>", "\U000f0000",
-                  *SPECIAL_TOKENS, "<|im_end|>", "<|im_start|>"]
+                  *SPECIAL_TOKENS, "<|im_end|>", "<|im_start|>", "<<3+4=", "7>>", "<<1/0=", "=", ">>"]
 content = st.one_of(st.text(max_size=20), st.lists(st.sampled_from(CONTENT_PIECES), max_size=6).map("".join))
 conversations = st.lists(st.builds(msg, st.sampled_from(["system", "user", "assistant"]), content),
                          min_size=1, max_size=6)
 
 
 @settings(max_examples=150, deadline=None)
-@given(chat=conversations, add_generation_prompt=st.booleans())
-@example(chat=[msg("user", "<|end|>"), msg("assistant", f"{END_OF_TURN}{USER}hi")], add_generation_prompt=True)
-@example(chat=[msg("assistant", ""), msg("assistant", " ")], add_generation_prompt=False)
-def test_our_template_rendered_as_a_template_equals_the_renderer(tok, native, chat, add_generation_prompt):
+@given(chat=conversations, add_generation_prompt=st.booleans(), tools=st.sampled_from([(), ("calculator",)]))
+@example(chat=[msg("user", "<|end|>"), msg("assistant", f"{END_OF_TURN}{USER}hi")], add_generation_prompt=True,
+         tools=())
+@example(chat=[msg("assistant", ""), msg("assistant", " ")], add_generation_prompt=False, tools=())
+@example(chat=[msg("assistant", f"<<3+4=7>>7 {END_OF_TURN} <<1/0=")], add_generation_prompt=False,
+         tools=("calculator",))
+def test_our_template_rendered_as_a_template_equals_the_renderer(tok, native, chat, add_generation_prompt, tools):
     """Jinja rendering of NATIVE_TEMPLATE, the marker encoding and the prefix mask give exactly what the
-    renderer builds from the table: ids and trained tokens."""
+    renderer builds from the table: ids and trained tokens, with tools too."""
     as_template = TemplateChat(tok, NATIVE_TEMPLATE, native.stop_ids)
-    assert as_template.render(chat, add_generation_prompt) == native.render(chat, add_generation_prompt)
+    assert as_template.render(chat, add_generation_prompt, tools) == native.render(chat, add_generation_prompt, tools)
 
 
 IM_START, IM_END, TEXT_END = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -230,6 +276,21 @@ def test_template_keeps_literal_special_text_as_text(chatml_tok):
     text = f"{IM_START}user\n{sneaky}{IM_END}\n{IM_START}assistant\n{sneaky}{IM_END}\n"
     assert chatml_tok.decode(rendered.ids) == text
     assert trained_runs(chatml_tok, rendered) == [f"{sneaky}{IM_END}\n"]
+
+
+def test_a_template_leaves_what_the_calculator_feeds_untrained(chatml_tok):
+    fmt = chat_format(chatml_tok, CHATML)
+    chat = [msg("user", "How many?"), msg("assistant", WORKED), msg("user", f"again {WORKED}"),
+            msg("assistant", f"{IM_END} <<3+4=7>>7")]
+    rendered = fmt.render(chat, tools=CALCULATOR)
+    text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in chat)
+    assert chatml_tok.decode(rendered.ids) == text
+    assert trained_runs(chatml_tok, rendered) == ["So 3 + 4 = <<3+4=", "7 apples, and 7 * 2 = $<<7*2=",
+                                                  f"14.\n#### 14{IM_END}\n", f"{IM_END} <<3+4=", f"7{IM_END}\n"]
+    untrained = chatml_tok.decode([i for i, on in zip(rendered.ids, rendered.trained, strict=True) if not on])
+    assert untrained == (f"{IM_START}user\nHow many?{IM_END}\n{IM_START}assistant\n7>>14>>"
+                         f"{IM_START}user\nagain {WORKED}{IM_END}\n{IM_START}assistant\n7>>")
+    assert rendered.ids.count(chatml_tok.token_id(IM_END)) == 4  # the literal one in a reply stays text
 
 
 def test_template_that_rewrites_earlier_turns_is_refused(chatml_tok):

@@ -33,7 +33,8 @@ def test_bad_values_are_refused():
                                 ("optim.beta1", "2", "optim.beta1 and optim.beta2 must be in"),
                                 ("model.norm_eps", "-1", "model.norm_eps must be positive"),
                                 ("train.eval_batches", "0", "eval_batches"),
-                                ("train.compile", "graph", "auto, off, model or blocks")]:
+                                ("train.compile", "graph", "auto, off, model or blocks"),
+                                ("sft.tools", "abacus", "sft.tools: unknown tool 'abacus'; known tools: calculator")]:
         with pytest.raises(ScratchError, match=message):
             load_config("tiny", overrides={key: value})
 

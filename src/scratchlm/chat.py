@@ -25,6 +25,14 @@ Text that a user types is data, never control: a literal "<|end|>" in a message 
 tokens, never as the special token. In a template's output only the special tokens the template wrote
 are special ids; transformers does the same with apply_chat_template(..., sanitize_control_tokens=True),
 and without that option turns the literal text into the special token.
+
+Tool use (render(..., tools=("calculator",))): an assistant message is encoded in the pieces that the
+engine produces when it runs the tools (infer/tools.py): the text the model writes up to a calculator
+call's "=", the result and ">>" that the calculator feeds, the text after it, each encoded on its own, so
+training sees the ids that generation sees. What a tool feeds is never trained:
+
+    <|assistant|>5 + 7 = <<5+7=12>>12 apples.<|end|>
+                 ~~~~~~~~~~~~~~    ~~~~~~~~~~~~~~~~~ trained; "12>>" fed by the calculator
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import bisect
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +52,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer.tools import segments
 from scratchlm.run import load_tokenizer
 from scratchlm.tokenizer import ASSISTANT, BOS, END_OF_TURN, EOS, SYSTEM, USER, BPETokenizer
 
@@ -116,13 +125,16 @@ class ChatFormat(ABC):
         self.stop_ids = frozenset(stop_ids)
 
     @abstractmethod
-    def render(self, messages: list[Message], add_generation_prompt: bool = False) -> Rendered:
+    def render(self, messages: list[Message], add_generation_prompt: bool = False, tools: Sequence[str] = ()
+               ) -> Rendered:
         """The ids of the conversation and the mask of trained tokens; add_generation_prompt appends what
-        starts the assistant's next turn (nothing of it is trained)."""
+        starts the assistant's next turn (nothing of it is trained). With tools, an assistant message is
+        encoded in the pieces that generation with those tools produces (infer/tools.py segments), and what
+        a tool feeds is never trained."""
 
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
+    def prompt_ids(self, messages: list[Message], tools: Sequence[str] = ()) -> list[int]:
         """What a model continues to answer the conversation."""
-        return self.render(messages, add_generation_prompt=True).ids
+        return self.render(messages, add_generation_prompt=True, tools=tools).ids
 
 
 class NativeChat(ChatFormat):
@@ -139,13 +151,19 @@ class NativeChat(ChatFormat):
         self._bos, self._end = tokenizer.token_id(BOS), tokenizer.token_id(END_OF_TURN)
         self._role_ids = {role: tokenizer.token_id(token) for role, token in ROLE_TOKENS.items()}
 
-    def render(self, messages: list[Message], add_generation_prompt: bool = False) -> Rendered:
+    def render(self, messages: list[Message], add_generation_prompt: bool = False, tools: Sequence[str] = ()
+               ) -> Rendered:
         validate_messages(messages)
         out = Rendered()
         out.add([self._bos], trained=False)
         for message in messages:
             out.add([self._role_ids[message["role"]]], trained=False)
-            out.add(self.tokenizer.encode(message["content"]) + [self._end], trained=message["role"] == TRAINED_ROLE)
+            if message["role"] != TRAINED_ROLE:
+                out.add(self.tokenizer.encode(message["content"]) + [self._end], trained=False)
+                continue
+            for piece, fed in segments(message["content"], tools):
+                out.add(self.tokenizer.encode(piece), trained=not fed)
+            out.add([self._end], trained=True)
         if add_generation_prompt:
             out.add([self._role_ids[TRAINED_ROLE]], trained=False)
         return out
@@ -198,9 +216,10 @@ class TemplateChat(ChatFormat):
     """An imported model's own chat template, rendered as transformers renders it.
 
     Literal special-token text in a message is wrapped in two marker characters (private-use
-    characters that appear nowhere in the conversation or the template) before rendering; the rendered
-    text is then encoded piece by piece: what lies between markers as ordinary text, the rest with the
-    template's special tokens as special ids.
+    characters that appear nowhere in the conversation or the template) before rendering, and so is,
+    with tools, each tool output in two others; the rendered text is then encoded piece by piece: what
+    lies between markers as ordinary text, the rest with the template's special tokens as special ids.
+    Tokens of a tool output are not trained.
     """
 
     is_native = False
@@ -216,15 +235,28 @@ class TemplateChat(ChatFormat):
         specials = tokenizer.special_tokens
         self._literal = re.compile("|".join(map(re.escape, specials))) if specials else None
 
-    def _markers(self, messages: list[Message]) -> tuple[str, str]:
+    def _markers(self, messages: list[Message]) -> str:
+        """Four characters that appear nowhere in the conversation or the template: start and end of a literal
+        special token, start and end of a tool's output."""
         seen = set(self.template).union(*(set(v) for m in messages for v in m.values() if isinstance(v, str)))
         free = (chr(c) for c in range(0xF0000, 0xFFFFE) if chr(c) not in seen)
-        return next(free), next(free)
+        return "".join(next(free) for _ in range(4))
 
-    def _mark(self, messages: list[Message], start: str, end: str) -> list[Message]:
-        if self._literal is None:
-            return messages
-        return [{k: self._literal.sub(lambda m: start + m.group(0) + end, v) if isinstance(v, str) else v
+    def _mark(self, messages: list[Message], markers: str, tools: Sequence[str]) -> list[Message]:
+        """The messages with each literal special token wrapped in the first two markers and, with tools, each
+        tool output in an assistant message wrapped in the last two."""
+        start, end, fed_start, fed_end = markers
+
+        def literal(text: str) -> str:
+            return self._literal.sub(lambda m: start + m.group(0) + end, text) if self._literal else text
+
+        def content(message: Message) -> str:
+            if message["role"] != TRAINED_ROLE or not tools:
+                return literal(message["content"])
+            return "".join(fed_start + piece + fed_end if fed else literal(piece)
+                           for piece, fed in segments(message["content"], tools))
+
+        return [{k: content(message) if k == "content" else literal(v) if isinstance(v, str) else v
                  for k, v in message.items()} for message in messages]
 
     def _text(self, messages: list[Message], add_generation_prompt: bool) -> str:
@@ -234,32 +266,39 @@ class TemplateChat(ChatFormat):
         except (jinja2.TemplateError, TypeError, ValueError) as exc:
             raise ScratchError(f"the chat template refused the conversation: {_first_line(exc)}") from None
 
-    def _encode(self, text: str, start: str, end: str) -> tuple[list[int], list[int]]:
-        """Ids of a rendered text and where each token starts in it once the markers are removed."""
+    def _encode(self, text: str, markers: str) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+        """Ids of a rendered text, where each token starts in it once the markers are removed, and where each
+        tool output lies (start, end) there."""
+        start, end, fed_start, fed_end = markers
         ids: list[int] = []
         starts: list[int] = []
+        fed: list[tuple[int, int]] = []
         at = 0
-        # Splitting on "start(token)end" or a lone marker (a template may cut a marked token apart) gives
-        # [template text, marked token or None, template text, ...].
-        pieces = re.split(f"{start}([^{start}{end}]*){end}|[{start}{end}]", text)  # markers are not regex syntax
+        # Splitting on "start(token)end", "fed_start(output)fed_end" or a lone marker (a template may cut a
+        # marked piece apart) gives [template text, marked token or None, tool output or None, template text, ...].
+        inner = f"[^{markers}]*"  # markers are not regex syntax
+        pieces = re.split(f"{start}({inner}){end}|{fed_start}({inner}){fed_end}|[{markers}]", text)
         for k, piece in enumerate(pieces):
             if not piece:
                 continue
-            piece_ids, piece_starts = self.tokenizer.encode_offsets(piece, specials=k % 2 == 0)
+            piece_ids, piece_starts = self.tokenizer.encode_offsets(piece, specials=k % 3 == 0)
             ids += piece_ids
             starts += [at + s for s in piece_starts]
+            if k % 3 == 2:
+                fed.append((at, at + len(piece)))
             at += len(piece)
-        return ids, starts
+        return ids, starts, fed
 
-    def render(self, messages: list[Message], add_generation_prompt: bool = False) -> Rendered:
+    def render(self, messages: list[Message], add_generation_prompt: bool = False, tools: Sequence[str] = ()
+               ) -> Rendered:
         validate_messages(messages, roles=None)
-        start, end = self._markers(messages)
-        marked = self._mark(messages, start, end)
+        markers = self._markers(messages)
+        marked = self._mark(messages, markers, tools)
         text = self._text(marked, add_generation_prompt)
-        ids, token_starts = self._encode(text, start, end)
+        ids, token_starts, fed = self._encode(text, markers)
 
         def plain(text: str) -> str:
-            return text.replace(start, "").replace(end, "")
+            return re.sub(f"[{markers}]", "", text)
 
         full = plain(text)
         trained = [False] * len(ids)
@@ -272,9 +311,12 @@ class TemplateChat(ChatFormat):
                 raise ScratchError("the chat template does not render a conversation as a growing text (an earlier "
                                    f"turn changes when message {i} is added), so the assistant's tokens cannot be "
                                    "told apart")
-            # A token is trained when it starts inside the assistant's turn.
+            # A token is trained when it starts inside the assistant's turn, outside what a tool fed.
             first, last = bisect.bisect_left(token_starts, len(before)), bisect.bisect_left(token_starts, len(through))
             trained[first:last] = [True] * (last - first)
+        for fed_start, fed_end in fed:
+            first, last = bisect.bisect_left(token_starts, fed_start), bisect.bisect_left(token_starts, fed_end)
+            trained[first:last] = [False] * (last - first)
         return Rendered(ids, trained)
 
 

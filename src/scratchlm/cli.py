@@ -158,9 +158,10 @@ def cmd_rl(args: argparse.Namespace, extra: list[str]) -> None:
 
 def _sampling(args: argparse.Namespace):
     from scratchlm.infer.engine import SamplingParams
+    from scratchlm.infer.tools import parse_tools
 
     return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed)
+                          top_p=args.top_p, seed=args.seed, tools=parse_tools(args.tools))
 
 
 def cmd_chat(args: argparse.Namespace, extra: list[str]) -> None:
@@ -274,13 +275,14 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> None:
     from scratchlm.eval.evaluate import evaluate, parse_tasks
     from scratchlm.eval.task import EvalOptions
+    from scratchlm.infer.tools import parse_tools
 
     if extra:
         raise ScratchError(f"unexpected arguments {' '.join(extra)}; see scratchlm eval --help")
     options = EvalOptions(data=args.data, limit=args.limit, fewshot=args.fewshot, fewshot_data=args.fewshot_data,
                           fewshot_sampler=args.fewshot_sampler, fewshot_seed=args.fewshot_seed,
                           max_new_tokens=args.max_new_tokens, chat=args.chat, samples=args.samples,
-                          temperature=args.temperature, seed=args.seed)
+                          temperature=args.temperature, seed=args.seed, tools=parse_tools(args.tools))
 
     def show(result, path) -> None:
         for warning in result.warnings:
@@ -310,6 +312,12 @@ def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, temperature:
     p.add_argument("--top-p", type=float, default=1.0, help="1: off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto")
+    _tools_arg(p)
+
+
+def _tools_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tools", default="", help="tools the engine runs as the text grows: calculator (computes each "
+                   "<<expression= the model writes and feeds result>>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1, help="gsm8k: completions per question, for pass@k")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     p.add_argument("--seed", type=int, default=0, help="seed of sampled completions")
+    _tools_arg(p)
     p.add_argument("--batch-size", type=int, default=16, help="rows per forward when scoring log-likelihoods")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)

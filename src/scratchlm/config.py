@@ -20,6 +20,7 @@ import yaml
 
 from scratchlm import atomic
 from scratchlm.errors import ScratchError
+from scratchlm.infer.tools import parse_tools
 
 
 @dataclass
@@ -130,6 +131,9 @@ class SFTConfig:
     """Supervised fine-tuning on conversations (scratchlm sft)."""
 
     packing: bool = False  # several conversations per row instead of one row each padded to the longest
+    # tools the model will use (e.g. calculator): replies are encoded as generation with them produces them,
+    # and what a tool feeds is not trained (docs/sft.md, Tool use)
+    tools: str = ""
 
 
 @dataclass
@@ -425,6 +429,10 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ScratchError(message)
+    try:
+        parse_tools(cfg.sft.tools)
+    except ScratchError as exc:
+        raise ScratchError(f"sft.tools: {exc}") from None
     # Whole sequences per step; how they split into ranks and micro-batches is the launch's business.
     if t.global_batch_tokens < t.seq_len or t.global_batch_tokens % t.seq_len:
         nearest = max(1, round(t.global_batch_tokens / t.seq_len)) * t.seq_len

@@ -13,9 +13,12 @@ from trained_run import hub_folder, trained_run, write_jsonl
 from scratchlm.chat import load_chat_format
 from scratchlm.cli import main
 from scratchlm.data import corpus
+from scratchlm.eval import gsm8k
 from scratchlm.eval.evaluate import TASKS, evaluate
 from scratchlm.eval.task import EvalOptions
 from scratchlm.run import load_tokenizer
+
+from conftest import ScriptedModel
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,31 @@ def test_gsm8k_writes_the_contract(trained, capsys):
     assert {"prompt", "completion", "strict_match", "flexible_extract", "gold", "strict_correct"} <= set(samples[0])
     assert samples[0]["prompt"].startswith("<|bos|>Question: ") and samples[0]["prompt"].count("Question: ") == 3
     assert out.startswith("gsm8k (n=3): strict_match ") and str(trained.run / "eval" / "gsm8k.json") in out
+
+
+def test_gsm8k_with_the_calculator(trained, capsys, monkeypatch):
+    """--tools calculator reaches the engine: a model made to open a call right after the prompt finds the
+    calculator's result in its completion, and the summary records the flag."""
+    from scratchlm.eval import runner as runner_module
+
+    tokenizer = load_tokenizer(trained.run)
+    problem = next(iter(corpus.math_problems("heldout", 1)))
+    start = len(tokenizer.encode(gsm8k.prompt_text([], problem), bos=True))
+    call = tokenizer.encode(" 123 * 457 = <<123*457=")
+    real_load_run = runner_module.load_run
+
+    def load_calling_run(*args, **kwargs):
+        cfg, tok, model = real_load_run(*args, **kwargs)
+        return cfg, tok, ScriptedModel(model, {start + i: t for i, t in enumerate(call)})
+
+    monkeypatch.setattr(runner_module, "load_run", load_calling_run)
+    code, out, _ = cli(capsys, "eval", str(trained.run), "--tasks", "gsm8k", "--limit", "1", "--fewshot", "0",
+                       "--max-new-tokens", "40", "--no-chat", "--tools", "calculator")
+    assert code == 0 and out.startswith("gsm8k (n=1)")
+    summary = json.loads((trained.run / "eval" / "gsm8k.json").read_text())
+    assert summary["settings"]["tools"] == ["calculator"]
+    (sample,) = [json.loads(line) for line in (trained.run / "eval" / "gsm8k_samples.jsonl").open()]
+    assert sample["completion"].startswith(" 123 * 457 = <<123*457=56211>>")
 
 
 def test_the_fingerprint_changes_with_the_data(trained):
@@ -161,6 +189,7 @@ def test_a_run_without_weights(trained, tmp_path, capsys):
     (["--samples", "3"], "add --temperature"),
     (["--max-new-tokens", "512"], "leaves no room for a prompt"),
     (["--fewshot-sampler", "best"], "--fewshot-sampler must be one of first_n, random"),
+    (["--tools", "abacus"], "unknown tool 'abacus'; known tools: calculator"),
 ])
 def test_other_bad_options(trained, capsys, args, message):
     assert message in one_error_line(capsys, "eval", str(trained.run), "--tasks", "gsm8k", "--limit", "1", *args)

@@ -16,6 +16,8 @@ from trained_run import trained_run
 from scratchlm.errors import ScratchError
 from scratchlm.eval.runner import Runner, batches, rolling_windows
 
+from conftest import ScriptedModel
+
 lm_eval_utils = pytest.importorskip("lm_eval.utils")
 
 
@@ -62,7 +64,7 @@ def test_batched_loglikelihoods_equal_one_forward_each(runner):
 
 def test_the_greedy_continuation_is_reported_greedy(runner):
     prompt = runner.tokenizer.encode("Question: Tom has 3 boxes with 12 apples in each box.\nAnswer:", bos=True)
-    text = runner.generate([prompt], 12, stop=[])[0]
+    text = runner.generate([prompt], 30, stop=[])[0]
     continuation = runner.tokenizer.encode(text)
     (logprob, greedy), = runner.loglikelihoods([(prompt, continuation)])
     assert greedy and logprob < 0
@@ -99,3 +101,11 @@ def test_prompts_are_cut_from_the_left(runner):
     assert runner.fit_prompt([5, 6], 100) == ([5, 6], False)
     with pytest.raises(ScratchError, match="leaves no room"):
         runner.fit_prompt([5], runner.context_len)
+
+
+def test_the_calculator_answers_a_call_in_a_completion(runner, monkeypatch):
+    prompt = runner.tokenizer.encode("Question: Mia has 5 boxes of 7 pens.\nAnswer:", bos=True)
+    call = runner.tokenizer.encode(" 123 * 457 = <<123*457=")
+    monkeypatch.setattr(runner, "model", ScriptedModel(runner.model, {len(prompt) + i: t for i, t in enumerate(call)}))
+    assert runner.generate([prompt], 30, stop=[], tools=("calculator",))[0].startswith(" 123 * 457 = <<123*457=56211>>")
+    assert runner.generate([prompt], 30, stop=[])[0].startswith(" 123 * 457 = <<123*457=")

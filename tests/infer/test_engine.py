@@ -14,7 +14,7 @@ from scratchlm.interop.hf import rename
 from scratchlm.model import build_model
 from scratchlm.tokenizer import train_tokenizer
 
-from conftest import WORDS, small_model_config
+from conftest import WORDS, ScriptedModel, small_model_config
 
 VOCAB = 300
 
@@ -297,6 +297,9 @@ def test_generation_stops_at_the_context_end(model):
     (list(range(64)), greedy(1), "the prompt is 64 tokens, but the model's context is 64"),
     ([1], SamplingParams(temperature=float("nan")), "temperature"),
     ([1], greedy(1, stop=["x"]), "stop strings need an engine with a tokenizer"),
+    ([1], greedy(1, tools=("calculator",)), "tools need an engine with a tokenizer"),
+    ([1], greedy(1, tools=("abacus",)), "unknown tool 'abacus'; known tools: calculator"),
+    ([1], greedy(1, tools="calculator"), "tools must be a list of tool names"),
 ])
 def test_bad_requests_are_refused_in_one_line(model, prompt, params, message):
     with pytest.raises(ScratchError, match=message):
@@ -314,3 +317,81 @@ def test_the_default_cache_holds_max_running_contexts_up_to_a_ceiling(model, mon
 def test_a_request_larger_than_the_whole_cache_is_refused(model):
     with pytest.raises(ScratchError, match="need 40 tokens of KV cache, but it holds 32"):
         Engine(model, block_size=8, cache_tokens=32).add_request(list(range(20)), greedy(20))
+
+
+CALCULATOR = ("calculator",)
+
+
+def calling(model, tokenizer, call: str, at: int) -> ScriptedModel:
+    """The model, made to write `call` from position `at` on (greedy) and to choose freely elsewhere."""
+    return ScriptedModel(model, {at + i: t for i, t in enumerate(tokenizer.encode(call))})
+
+
+def test_a_calculator_call_is_answered_with_forced_tokens_that_the_cache_holds_as_the_full_forward_does(
+        model, tokenizer):
+    """The model writes " <<12+3*4=": the engine feeds "24>>" (flagged, log-probability 0), and every token
+    the model chooses afterwards, and its log-probability, is the full forward's over the whole text."""
+    prompt = tokenizer.encode("Tom had 3 apples and", bos=True)
+    call = tokenizer.encode(" <<12+3*4=")
+    scripted = calling(model, tokenizer, " <<12+3*4=", len(prompt))
+    got = Engine(scripted, tokenizer=tokenizer, block_size=4).generate([prompt], greedy(30, tools=CALCULATOR))[0]
+    fed = tokenizer.encode("24>>")
+    n = len(call)
+    assert got.token_ids[:n + len(fed)] == call + fed and "<<12+3*4=24>>" in got.text
+    assert got.forced == [False] * n + [True] * len(fed) + [False] * (len(got.token_ids) - n - len(fed))
+    assert got.logprobs[n:n + len(fed)] == [0.0] * len(fed)
+    with torch.no_grad():
+        logprobs = scripted(torch.tensor([prompt + got.token_ids]))[0, len(prompt) - 1:-1].log_softmax(-1)
+    chosen = [i for i, forced in enumerate(got.forced) if not forced]
+    assert logprobs[chosen].argmax(-1).tolist() == [got.token_ids[i] for i in chosen]
+    assert_same_logprobs([got.logprobs[i] for i in chosen],
+                         logprobs[chosen, torch.tensor([got.token_ids[i] for i in chosen])])
+    without = Engine(scripted, tokenizer=tokenizer, block_size=4).generate([prompt], greedy(30))[0]
+    assert without.token_ids[:n] == call and not any(without.forced) and len(without.forced) == 30
+
+
+@pytest.mark.parametrize(("call", "fed"), [
+    (" <<7/0=", None),  # no result: the model writes on
+    (" <<2**8=", None),  # refused: no power
+    (" <<10/4=", "2.5>>"),
+    (" <<(1+2)*-3=", "-9>>"),
+])
+def test_what_the_calculator_feeds(model, tokenizer, call, fed):
+    prompt = tokenizer.encode("the cat sat", bos=True)
+    scripted = calling(model, tokenizer, call, len(prompt))
+    got = Engine(scripted, tokenizer=tokenizer).generate([prompt], greedy(20, tools=CALCULATOR))[0]
+    n = len(tokenizer.encode(call))
+    forced = [tokenizer.decode([t]) for t, f in zip(got.token_ids, got.forced, strict=True) if f]
+    assert "".join(forced) == (fed or "") and all(got.forced[n:n + len(forced)])
+
+
+def test_calls_are_answered_alike_alone_and_in_any_batch(model, tokenizer):
+    """Sequences with and without the calculator, joining at random steps behind shared prefixes, prompts
+    prefilled in chunks, a pool small enough to preempt: each gets the tokens, flags and log-probabilities
+    it gets alone."""
+    rng = random.Random(2)
+    words = tokenizer.encode(" ".join(WORDS))
+    scripted = calling(model, tokenizer, " <<3+4*5=", 14)  # every sequence writes the call at 14..
+    requests = []
+    for i in range(10):
+        prompt = words[:rng.randint(2, 12)] if i % 2 else [rng.randrange(VOCAB) for _ in range(rng.randint(2, 12))]
+        requests.append((rng.randrange(12), prompt, greedy(rng.randint(24, 40), tools=CALCULATOR if i % 3 else ())))
+    engine = Engine(scripted, tokenizer=tokenizer, block_size=4, max_running=4, max_prefill_tokens=16,
+                    cache_tokens=96)
+    got = drive(engine, requests)
+    assert engine.metrics().preemptions > 0
+    for (_, prompt, params), completion in zip(requests, got, strict=True):
+        alone = Engine(scripted, tokenizer=tokenizer, block_size=4).generate([prompt], params)[0]
+        assert completion.token_ids == alone.token_ids and completion.forced == alone.forced
+        assert any(completion.forced) == bool(params.tools) and "<<3+4*5=" in completion.text
+        assert_same_logprobs(completion.logprobs, torch.tensor(alone.logprobs))
+
+
+def test_forced_tokens_end_at_the_budget_and_count_in_it(model, tokenizer):
+    prompt = tokenizer.encode("the cat", bos=True)
+    call = tokenizer.encode(" <<1000+2345=")
+    scripted = calling(model, tokenizer, " <<1000+2345=", len(prompt))
+    budget = len(call) + 2  # "3345>>" is more than two tokens
+    got = Engine(scripted, tokenizer=tokenizer).generate([prompt], greedy(budget, tools=CALCULATOR))[0]
+    assert len(got.token_ids) == budget and got.finish_reason == "length" and got.forced[-2:] == [True, True]
+    assert got.token_ids[-2:] == tokenizer.encode("3345>>")[:2]

@@ -94,6 +94,17 @@ def test_only_assistant_tokens_are_trained(base):
     assert "longer than the context" in skips.summary()
 
 
+def test_with_the_calculator_its_results_are_not_trained(base):
+    from scratchlm.run import load_tokenizer
+
+    fmt = NativeChat(load_tokenizer(base))
+    chat = [{"role": "user", "content": "1+2*3"}, {"role": "assistant", "content": "1 + 2 * 3 = <<1+2*3=7>>7"}]
+    (row,) = to_rows([chat], fmt, 64, Skips(), "test", tools=("calculator",))
+    assert fmt.tokenizer.decode([t for t in row.targets if t != IGNORE]) == "1 + 2 * 3 = <<1+2*3=7<|end|>"
+    (plain,) = to_rows([chat], fmt, 64, Skips(), "test")
+    assert fmt.tokenizer.decode([t for t in plain.targets if t != IGNORE]) == "1 + 2 * 3 = <<1+2*3=7>>7<|end|>"
+
+
 @pytest.mark.parametrize("layout", ["micro4", "fsdp2"])
 def test_micro_batches_and_data_parallel_give_the_same_sft_losses(base, chats, tmp_path, layout):
     """Masked, uneven conversations: one micro-batch of 8, four of 2, and FSDP on 2 ranks train the same

@@ -18,6 +18,9 @@ per question, in order), which its stock gsm8k task uses.
 Generation is greedy, stops at lm-eval's gsm8k stop strings ("Question:", "</s>", "<|im_end|>") or
 the end of the document, and takes at most 256 new tokens. A prompt longer than the context minus
 that budget is cut from the left, as lm-eval cuts it, with a warning.
+
+With --tools calculator the engine computes each "<<expression=" the model writes and feeds "result>>"
+(scratchlm.infer.tools); the fed text is part of the completion that is scored.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def run(runner: Runner, options: EvalOptions) -> TaskResult:
     shots = choose_shots(pool, k, len(problems), options.fewshot_sampler, options.fewshot_seed)
     max_new = options.max_new_tokens or min(MAX_NEW_TOKENS, runner.context_len // 2)
 
-    prompts, stop_ids = _prompts(runner, options.chat, shots, problems)
+    prompts, stop_ids = _prompts(runner, options.chat, shots, problems, options.tools)
     fitted = [runner.fit_prompt(p, max_new) for p in prompts]
     prompts = [ids for ids, _ in fitted]
     n_cut = sum(cut for _, cut in fitted)
@@ -98,7 +101,8 @@ def run(runner: Runner, options: EvalOptions) -> TaskResult:
     # Each question's samples in turn, seeded apart, so a question's completions do not depend on the batch.
     repeated = [p for p in prompts for _ in range(options.samples)]
     seeds = [options.seed * 1_000_003 + i for i in range(len(repeated))] if options.temperature > 0 else None
-    outputs = runner.generate(repeated, max_new, stops, options.temperature, seeds, stop_ids, desc="gsm8k")
+    outputs = runner.generate(repeated, max_new, stops, options.temperature, seeds, stop_ids, desc="gsm8k",
+                              tools=options.tools)
     completions = [outputs[i * options.samples:(i + 1) * options.samples] for i in range(len(problems))]
     samples = [_score(problem, outs, runner.tokenizer.decode(ids))
                for problem, outs, ids in zip(problems, completions, prompts, strict=True)]
@@ -108,7 +112,7 @@ def run(runner: Runner, options: EvalOptions) -> TaskResult:
         "fewshot_sampler": options.fewshot_sampler if k else None,
         "fewshot_seed": options.fewshot_seed if k and options.fewshot_sampler == "random" else None,
         "chat": options.chat, "max_new_tokens": max_new, "stop": stops, "temperature": options.temperature,
-        "samples": options.samples, "prompts_cut": n_cut,
+        "samples": options.samples, "prompts_cut": n_cut, "tools": list(options.tools),
     }
     warnings = []
     if n_cut:
@@ -133,14 +137,15 @@ def _fewshot_pool(options: EvalOptions, source: str, data_desc: str) -> tuple[li
     return read_problems(fewshot_source, "train", None), fewshot_desc
 
 
-def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], problems: list[dict[str, Any]]
-             ) -> tuple[list[list[int]], frozenset[int]]:
-    """Each question's prompt ids, and the tokens that end a completion."""
+def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], problems: list[dict[str, Any]],
+             tools: Sequence[str] = ()) -> tuple[list[list[int]], frozenset[int]]:
+    """Each question's prompt ids (in chat, shots encoded as generation with the tools writes them), and the
+    tokens that end a completion."""
     if not chat:
         return ([runner.tokenizer.encode(prompt_text(s, p), bos=True) for s, p in zip(shots, problems, strict=True)],
                 runner.stop_ids)
     fmt = load_chat_format(runner.run_dir, runner.tokenizer)
-    return ([fmt.prompt_ids(chat_messages(s, p)) for s, p in zip(shots, problems, strict=True)],
+    return ([fmt.prompt_ids(chat_messages(s, p), tools) for s, p in zip(shots, problems, strict=True)],
             runner.stop_ids | fmt.stop_ids)
 
 

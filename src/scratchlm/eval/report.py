@@ -82,7 +82,8 @@ def _gsm8k_setting(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return ""
     s = summary["settings"]
-    return f" ({'chat, ' if s.get('chat') else ''}{s.get('fewshot', 0)}-shot, n={summary['n']})"
+    tools = "".join(f"{tool}, " for tool in s.get("tools") or [])
+    return f" ({'chat, ' if s.get('chat') else ''}{tools}{s.get('fewshot', 0)}-shot, n={summary['n']})"
 
 
 def _duration(seconds: float | None) -> str:

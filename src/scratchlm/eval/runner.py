@@ -87,11 +87,12 @@ class Runner:
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop: Sequence[str],
                  temperature: float = 0.0, seeds: Sequence[int | None] | None = None,
-                 stop_ids: Iterable[int] | None = None, desc: str = "generate") -> list[str]:
+                 stop_ids: Iterable[int] | None = None, desc: str = "generate", tools: Sequence[str] = ()
+                 ) -> list[str]:
         """Completions of prompts (each already fitting the context with max_new_tokens to spare), as text
         without special tokens, cut before the first stop string. Generation ends at a stop token (self.stop_ids,
-        or stop_ids), a stop string, or max_new_tokens. seeds: one per prompt
-        when sampling (temperature > 0).
+        or stop_ids), a stop string, or max_new_tokens. seeds: one per prompt when sampling (temperature > 0).
+        tools: what the engine runs as each completion grows (infer/tools.py); their output is in the text.
 
         Every generation of an evaluation goes through here: all prompts go to the batched engine at once,
         which decodes as many together as its memory allows.
@@ -101,7 +102,7 @@ class Runner:
         stops = [s for s in stop if s]
         ids = [engine.add_request(prompt, SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, seed=None if seeds is None else seeds[i],
-            stop=stops, skip_special_tokens=True)) for i, prompt in enumerate(prompts)]
+            stop=stops, skip_special_tokens=True, tools=tuple(tools))) for i, prompt in enumerate(prompts)]
         done = {i: Completion(i) for i in ids}
         with tqdm(total=len(ids), desc=desc, unit="prompt", leave=False) as bar:
             while engine.has_work():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer.tools import parse_tools
 
 SAMPLERS = ("first_n", "random")
 
@@ -29,6 +30,7 @@ class EvalOptions:
     samples: int = 1  # completions per question; pass@k over them
     temperature: float = 0.0
     seed: int = 0  # of the sampled completions
+    tools: tuple[str, ...] = ()  # gsm8k: tools the engine runs while generating (infer/tools.py), e.g. calculator
 
     def check(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -46,6 +48,7 @@ class EvalOptions:
         if self.samples > 1 and self.temperature == 0:
             raise ScratchError(f"--samples {self.samples} with greedy decoding repeats one completion; "
                                "add --temperature, e.g. 0.8")
+        parse_tools(self.tools)
 
 
 @dataclass

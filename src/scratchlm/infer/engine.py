@@ -16,6 +16,12 @@ row's keys, padded to the longest row; the mask hides the padding. In fp32 the r
 forward's up to rounding: a greedy sequence's tokens are the same alone, in any batch, with or without
 a cached prefix (tests/infer/test_engine.py), and its log-probabilities agree to about 1e-6 (matrix
 products of other shapes round differently).
+
+Tools (SamplingParams.tools, infer/tools.py): when a sequence's text reaches a point where a tool answers
+(the calculator: the text ends with "<<expression="), the tool's text is encoded and appended after the
+sampled token as forced tokens. They are computed in the next step together with that token, as a
+prefill chunk, so they enter the KV cache exactly as if they had been in the prompt; they are flagged in
+RequestOutput.forced, with log-probability 0.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer import tools
 from scratchlm.infer.detokenize import OutputText
 from scratchlm.infer.kv_cache import TRASH_BLOCK, BlockPool, PagedKVCache
 from scratchlm.infer.sampling import SamplingParams, sample
@@ -56,6 +63,9 @@ class RequestOutput:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose prefill the prefix cache saved
     output_tokens: int = 0  # generated so far
+    # per token: fed by a tool (SamplingParams.tools) rather than sampled; its logprob is 0 (it was certain),
+    # its top_logprobs entry is empty, and RL leaves it out of its loss
+    forced: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
     stop_reason: int | str | None = None
@@ -76,6 +87,7 @@ class Completion:
         self.token_ids += out.token_ids
         self.logprobs += out.logprobs
         self.top_logprobs += out.top_logprobs
+        self.forced += out.forced
         self.text += out.text
         self.finish_reason, self.stop_reason = out.finish_reason, out.stop_reason
         self.prompt_tokens, self.cached_tokens = out.prompt_tokens, out.cached_tokens
@@ -90,8 +102,8 @@ class EngineMetrics:
     blocks_cached: int  # held by nobody, keeping a prefix findable until evicted
     prompt_tokens: int  # totals since the engine started
     cached_tokens: int
-    prefilled_tokens: int  # tokens computed by prefill forwards (prompts less their cached prefixes)
-    generated_tokens: int
+    prefilled_tokens: int  # tokens computed by prefill forwards (prompts less their cached prefixes; tool output)
+    generated_tokens: int  # sampled (tokens that tools fed are not counted)
     preemptions: int
 
 
@@ -154,6 +166,8 @@ class Engine:
                                "shorten the prompt")
         if params.stop and self.tokenizer is None:
             raise ScratchError("stop strings need an engine with a tokenizer")
+        if params.tools and self.tokenizer is None:
+            raise ScratchError("tools need an engine with a tokenizer: they read the text and feed text back")
         needed = len(prompt) + self.budget(len(prompt), params)
         if needed > self.capacity:
             raise ScratchError(f"the prompt and max_new_tokens need {needed} tokens of KV cache, but it holds "
@@ -186,7 +200,7 @@ class Engine:
         if seq is None:
             return None
         self.scheduler.remove(seq)
-        return self._output(seq, [], [], [], "", "abort", None)
+        return self._output(seq, [], [], [], "", "abort", None, [])
 
     def has_work(self) -> bool:
         return bool(self.sequences)
@@ -308,16 +322,18 @@ class Engine:
         return {"positions": positions, "mask": mask.unsqueeze(1)}
 
     def _append(self, seq: Seq, token: int, logprob: float, top: list[tuple[int, float]]) -> RequestOutput:
-        """Add a sampled token to its sequence and decide whether the sequence ends here."""
-        seq.tokens.append(token)
+        """Add a sampled token to its sequence, then what a tool feeds after it (forced tokens, which the
+        next step computes together with the sampled token, as a prefill chunk, before it samples the next
+        one), and decide whether the sequence ends here."""
         self.generated_tokens += 1
-        reason, stop_reason, stop_string = None, None, None
-        if token in seq.stop_ids:
-            reason, stop_reason = "stop", token
-        elif seq.text is not None and (stop_string := seq.text.add(token)) is not None:
-            reason, stop_reason = "stop", stop_string
-        elif seq.num_output == seq.budget:
-            reason = "length"
+        tokens = [token]
+        end = self._push(seq, token)
+        if end is None:
+            for forced in self._tool_tokens(seq):
+                tokens.append(forced)
+                if (end := self._push(seq, forced)) is not None:
+                    break
+        reason, stop_reason, stop_string = end or (None, None, None)
         text = ""
         if seq.text is not None:
             if reason is not None and stop_string is None:
@@ -326,9 +342,30 @@ class Engine:
         if reason is not None:
             del self.sequences[seq.request_id]
             self.scheduler.remove(seq)
-        return self._output(seq, [token], [logprob], [top] if top else [], text, reason, stop_reason)
+        n_forced = len(tokens) - 1
+        return self._output(seq, tokens, [logprob] + [0.0] * n_forced, [top] + [[]] * n_forced if top else [], text,
+                            reason, stop_reason, [False] + [True] * n_forced)
+
+    def _tool_tokens(self, seq: Seq) -> list[int]:
+        """The ids of what the request's tools answer to its output text so far; [] when none answers."""
+        if not seq.params.tools or seq.text is None or self.tokenizer is None:
+            return []
+        fed = tools.answer(seq.text.text, seq.params.tools)
+        return [] if fed is None else self.tokenizer.encode(fed)
+
+    def _push(self, seq: Seq, token: int) -> tuple[str, int | str | None, str | None] | None:
+        """Add one token to the sequence; if the sequence ends with it, why: (finish reason, stop reason,
+        the stop string it completed)."""
+        seq.tokens.append(token)
+        if token in seq.stop_ids:
+            return "stop", token, None
+        if seq.text is not None and (stop_string := seq.text.add(token)) is not None:
+            return "stop", stop_string, stop_string
+        if seq.num_output == seq.budget:
+            return "length", None, None
+        return None
 
     def _output(self, seq: Seq, tokens: list[int], logprobs: list[float], top: list[list[tuple[int, float]]],
-                text: str, reason: str | None, stop_reason: int | str | None) -> RequestOutput:
+                text: str, reason: str | None, stop_reason: int | str | None, forced: list[bool]) -> RequestOutput:
         return RequestOutput(seq.request_id, tokens, logprobs, top, text, reason is not None, reason, stop_reason,
-                             seq.prompt_len, seq.cached_tokens, seq.num_output)
+                             seq.prompt_len, seq.cached_tokens, seq.num_output, forced)

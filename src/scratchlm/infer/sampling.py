@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from scratchlm.errors import ScratchError
+from scratchlm.infer.tools import parse_tools
 
 MAX_TOP_LOGPROBS = 20  # as OpenAI's API allows
 
@@ -36,6 +37,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # stop tokens beyond the engine's own
     top_logprobs: int = 0  # also report this many most likely tokens and their log-probabilities per step
     skip_special_tokens: bool = False  # leave special tokens (chat roles, ...) out of the text
+    tools: tuple[str, ...] = ()  # tools the engine runs as the text grows (infer/tools.py), e.g. ("calculator",)
 
     def check(self) -> None:
         """Refuse what cannot be sampled, in the words of the command-line flags."""
@@ -51,6 +53,10 @@ class SamplingParams:
             raise ScratchError(f"top_logprobs must be in 0..{MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ScratchError(f"stop strings must be non-empty strings, got {self.stop!r}")
+        if isinstance(self.tools, str):
+            raise ScratchError(f"tools must be a list of tool names, such as ('calculator',), not the string "
+                               f"{self.tools!r}")
+        parse_tools(self.tools)
 
     @property
     def restricts(self) -> bool:

@@ -6,14 +6,16 @@
 
 A sequence's tokens are its prompt and what it has generated so far; `num_computed` of them have
 keys and values in the cache. Each step computes what remains: one token for most (the last sampled,
-a decode step), a chunk of the prompt for the newly admitted (prefill). The two run as separate
-forwards, because a batch pads every row to its longest.
+a decode step), a chunk of the prompt for the newly admitted (prefill), and, like a prompt, the last
+sampled token with the tokens a tool fed after it (infer/tools.py). Decoding and prefill run as
+separate forwards, because a batch pads every row to its longest.
 
 Admission takes the longest cached prefix of the sequence's tokens from the prefix cache and new
 blocks for the rest of them; it waits while those do not fit. Running sequences grow a block every
-block_size tokens; when none is left, the most recently admitted sequence is preempted: it gives its
-blocks back (its full ones stay in the prefix cache) and goes back to the front of the queue, to be
-recomputed from its tokens later (its seed's generator keeps its place, so its samples do not change).
+block_size tokens (several at once when a tool feeds them many); when none is left, the most recently
+admitted sequence is preempted: it gives its blocks back (its full ones stay in the prefix cache) and
+goes back to the front of the queue, to be recomputed from its tokens later (its seed's generator
+keeps its place, so its samples do not change).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class Scheduler:
     def schedule(self) -> tuple[list[Sequence], list[tuple[Sequence, int]]]:
         """The next step's work: the sequences that decode one token, and (sequence, tokens) prefill chunks."""
         for seq in list(self.running):
-            if seq.to_compute == 1 and seq.blocks:  # (a sequence preempted meanwhile holds no blocks)
+            if seq.blocks:  # (a sequence preempted meanwhile holds no blocks)
                 self._make_room(seq)
         self._admit()
         decode = [s for s in self.running if s.to_compute == 1]
@@ -110,17 +112,17 @@ class Scheduler:
             seq.num_registered += 1
 
     def _make_room(self, seq: Sequence) -> None:
-        """Give a decoding sequence the block its next token needs, preempting the latest admitted when
-        the pool is empty (possibly itself). A lone sequence always fits: the engine refuses requests
-        whose tokens could outgrow the whole pool."""
-        if seq.num_computed // self.block_size < len(seq.blocks):
-            return
-        while self.pool.available == 0:
-            victim = self.running[-1]
-            self._preempt(victim)
-            if victim is seq:
-                return
-        seq.blocks.append(self.pool.allocate())
+        """Give a running sequence the blocks its tokens need (a decoding sequence one more every block_size
+        tokens; one that a tool fed tokens may need several), preempting the latest admitted when the pool
+        is empty (possibly itself). A lone sequence always fits: the engine refuses requests whose tokens
+        could outgrow the whole pool."""
+        while len(seq.blocks) * self.block_size < len(seq.tokens):
+            while self.pool.available == 0:
+                victim = self.running[-1]
+                self._preempt(victim)
+                if victim is seq:
+                    return
+            seq.blocks.append(self.pool.allocate())
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)

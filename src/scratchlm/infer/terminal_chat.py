@@ -54,7 +54,7 @@ class ChatSession:
         """The prompt of the whole history, dropping the oldest exchanges until an answer has room."""
         room = min(params.max_new_tokens, max(MIN_ANSWER_ROOM, self.context // 4))
         while True:
-            ids = self.fmt.prompt_ids(self.conversation.messages())
+            ids = self.fmt.prompt_ids(self.conversation.messages(), params.tools)
             if len(ids) + room <= self.context or len(self.conversation.turns) <= 1:
                 break
             drop = 2 if len(self.conversation.turns) > 2 else 1

@@ -1,7 +1,8 @@
 """`scratchlm sft BASE_RUN --out RUN`: supervised fine-tuning on conversations, on the one launch and loop.
 
     conversations (embedded | .jsonl / .parquet | hf:NAME)  -- scratchlm.data.chat_data
-    -> the chat format renders each: ids + which of them are trained (assistant turns and their end)
+    -> the chat format renders each: ids + which of them are trained (assistant turns and their end; with
+       --sft.tools calculator, replies are cut where the engine feeds a result, which is not trained)
     -> rows: inputs = ids[:-1], targets = ids[1:] with untrained targets set to IGNORE
     -> batches: padded rows grouped by length, or packed rows (several conversations each, positions
        restarting and attention kept inside each conversation)
@@ -14,7 +15,7 @@ schedule; its config.yaml records the parent, so the lineage base -> sft -> ... 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from scratchlm.chat import ChatFormat, load_chat_format
 from scratchlm.config import Config
 from scratchlm.data.chat_data import Conversation, Skips, load_conversations
 from scratchlm.errors import ScratchError
+from scratchlm.infer.tools import parse_tools
 from scratchlm.parallel.world import World
 from scratchlm.posttrain.common import EpochBatches, Row, carry_run_files, rendered_row, require_policy
 from scratchlm.run import open_run
@@ -41,11 +43,13 @@ SFT_DEFAULTS = {
 }
 
 
-def to_rows(conversations: list[Conversation], fmt: ChatFormat, seq_len: int, skips: Skips, where: str) -> list[Row]:
-    """Render each conversation; the targets of untrained tokens become IGNORE. Longer than the context: skipped."""
+def to_rows(conversations: list[Conversation], fmt: ChatFormat, seq_len: int, skips: Skips, where: str,
+            tools: Sequence[str] = ()) -> list[Row]:
+    """Render each conversation (with tools: replies in the pieces that generation with them produces, tool
+    output untrained); the targets of untrained tokens become IGNORE. Longer than the context: skipped."""
     rows = []
     for i, conversation in enumerate(conversations):
-        row = rendered_row(fmt.render(conversation))
+        row = rendered_row(fmt.render(conversation, tools=tools))
         if len(row.inputs) > seq_len:
             skips.add("longer than the context", i + 1, where)
             continue
@@ -129,11 +133,12 @@ def sft(cfg: Config, base_run: Path, run_dir: Path, resume: bool = False,
         skips = Skips(strict=d.strict)
         load = dict(n_embedded=d.embedded_docs, strict=d.strict, seed=d.seed, hub_split=d.hub_split,
                     max_records=d.max_docs, val_fraction=d.val_fraction)
-        where = d.source
-        train = to_rows(load_conversations(d.source, "train", skips=skips, **load), fmt, t.seq_len, skips, where)
+        where, tools = d.source, parse_tools(cfg.sft.tools)
+        train = to_rows(load_conversations(d.source, "train", skips=skips, **load), fmt, t.seq_len, skips, where,
+                        tools)
         val_skips = Skips(strict=d.strict)
         val = to_rows(load_conversations(d.source, "validation", skips=val_skips, **load), fmt, t.seq_len, val_skips,
-                      where)
+                      where, tools)
         summary = skips.summary()
         if summary and world.is_main:
             tqdm.write(f"sft data: {summary}")
