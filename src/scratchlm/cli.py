@@ -273,7 +273,7 @@ def cmd_plan(args: argparse.Namespace, extra: list[str]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> None:
-    from scratchlm.eval.evaluate import evaluate, parse_tasks
+    from scratchlm.eval.evaluate import evaluate, parse_tasks, scores_line
     from scratchlm.eval.task import EvalOptions
     from scratchlm.infer.tools import parse_tools
 
@@ -287,10 +287,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> None:
     def show(result, path) -> None:
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        m = result.metrics
-        scores = ", ".join(f"{k} {v:.4f}" + ("" if m.get(f"{k}_stderr") is None else f" ± {m[f'{k}_stderr']:.4f}")
-                           for k, v in m.items() if not k.endswith("_stderr"))
-        print(f"{result.task} (n={len(result.samples)}): {scores}; {path}")
+        print(f"{scores_line(result)}; {path}")
 
     evaluate(args.run_dir, parse_tasks(args.tasks), options, device=args.device, batch_size=args.batch_size,
              on_result=show)

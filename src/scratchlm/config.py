@@ -87,6 +87,10 @@ class TrainConfig:
     activation_checkpointing: bool = False
     eval_every: int = 50
     eval_batches: int = 4  # the validation set, in global batches of windows (or conversations)
+    # Tasks of `scratchlm eval` scored at every validation on the weights being trained (e.g. [gsm8k, bpb]),
+    # each on its first eval_limit records (0: all of them); see docs/eval.md
+    eval_tasks: list[str] = field(default_factory=list)
+    eval_limit: int = 100
     log_every: int = 10
     save_every: int = 250
     keep_checkpoints: int = 2
@@ -276,6 +280,12 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if typing.get_origin(typ) is list:  # of names: a YAML list, or "a,b" on the command line ("" or []: none)
+        items = value.split(",") if isinstance(value, str) else [] if value is None else value
+        if isinstance(items, list | tuple) and all(isinstance(item, str) for item in items):
+            return [item.strip() for item in items if item.strip()]
+        raise ScratchError(f"config key '{key}' wants a list of names (in YAML a list, on the command line "
+                           f"comma-separated), got {value!r}")
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -421,6 +431,10 @@ def validate(cfg: Config) -> None:
         (t.eval_every >= 1 and t.log_every >= 1 and t.save_every >= 1 and t.keep_checkpoints >= 1
          and t.eval_batches >= 1,
          "train.eval_every, eval_batches, log_every, save_every and keep_checkpoints must be at least 1"),
+        (t.eval_limit >= 0, f"train.eval_limit must be 0 (every record) or positive, got {t.eval_limit}"),
+        (m.head == "lm" or not t.eval_tasks,
+         f"train.eval_tasks needs a language model, and this one has a {m.head} head (a reward model); "
+         "leave train.eval_tasks empty"),
         (cfg.parallel.pp_microbatches >= 0,
          f"parallel.pp_microbatches must be 0 (automatic) or positive, got {cfg.parallel.pp_microbatches}"),
         (cfg.data.vocab_size >= 300, f"data.vocab_size {cfg.data.vocab_size} is too small: byte-level BPE "
@@ -433,6 +447,10 @@ def validate(cfg: Config) -> None:
         parse_tools(cfg.sft.tools)
     except ScratchError as exc:
         raise ScratchError(f"sft.tools: {exc}") from None
+    if t.eval_tasks:
+        from scratchlm.eval.evaluate import check_tasks  # the task registry imports the evaluation modules
+
+        check_tasks(t.eval_tasks, "train.eval_tasks")
     # Whole sequences per step; how they split into ranks and micro-batches is the launch's business.
     if t.global_batch_tokens < t.seq_len or t.global_batch_tokens % t.seq_len:
         nearest = max(1, round(t.global_batch_tokens / t.seq_len)) * t.seq_len

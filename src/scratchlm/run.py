@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from scratchlm import atomic
-from scratchlm.config import Config, load_config
+from scratchlm.config import Config, ModelConfig, load_config
 from scratchlm.errors import ScratchError
 from scratchlm.hardware import check_memory
 from scratchlm.model import Transformer, build_model, num_params
@@ -130,10 +130,15 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu"
              ) -> tuple[Config, BPETokenizer, Transformer]:
     """The config, tokenizer and latest weights of a run, ready for inference."""
     cfg, tokenizer, ckpt = open_run(run_dir)
-    device = torch.device(device)
-    check_memory(num_params(cfg.model) * torch.get_default_dtype().itemsize, device,
-                 f"the model of {run_dir} ({num_params(cfg.model) / 1e9:.2f}B parameters)",
-                 "run it on a machine or GPU with more memory")
-    model = build_model(cfg.model, device)
+    model = inference_model(cfg.model, torch.device(device), f"the model of {run_dir}")
     load_weights(model, ckpt)
     return cfg, tokenizer, model.eval()
+
+
+def inference_model(cfg: ModelConfig, device: torch.device, what: str,
+                    fix: str = "run it on a machine or GPU with more memory") -> Transformer:
+    """A plain model of this shape on device, in the default dtype, for weights to be loaded into; refused
+    first, in one line, when they cannot fit there."""
+    check_memory(num_params(cfg) * torch.get_default_dtype().itemsize, device,
+                 f"{what} ({num_params(cfg) / 1e9:.2f}B parameters)", fix)
+    return build_model(cfg, device)

@@ -23,7 +23,7 @@ lm_eval_utils = pytest.importorskip("lm_eval.utils")
 
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory) -> Runner:
-    return Runner(trained_run(tmp_path_factory.getbasetemp() / "eval-trained").run, device="cpu", batch_size=4)
+    return Runner.from_run(trained_run(tmp_path_factory.getbasetemp() / "eval-trained").run, device="cpu", batch_size=4)
 
 
 @settings(max_examples=200, deadline=None)
@@ -49,7 +49,7 @@ def one_at_a_time(runner: Runner, context: list[int], continuation: list[int]) -
 
 def test_batched_loglikelihoods_equal_one_forward_each(runner):
     rng = random.Random(0)
-    vocab = runner.cfg.model.vocab_size
+    vocab = runner.model.cfg.vocab_size
     requests = []
     for _ in range(11):  # short and long, some longer than the context: cut from the left
         ctx_len = rng.choice([1, 3, 40, 300, 700])

@@ -31,12 +31,43 @@ TASKS: dict[str, Callable[[Runner, EvalOptions], TaskResult]] = {
 EVAL_DIR = "eval"
 
 
-def parse_tasks(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
+def check_tasks(names: list[str], where: str = "") -> list[str]:
+    """The names without repeats, or one line naming the first unknown one and the known ones."""
     unknown = [t for t in names if t not in TASKS]
-    if unknown or not names:
-        raise ScratchError(f"unknown task '{unknown[0] if unknown else text}'; known tasks: {', '.join(TASKS)}")
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise ScratchError(f"{prefix}unknown task '{unknown[0]}'; known tasks: {', '.join(TASKS)}")
     return list(dict.fromkeys(names))
+
+
+def parse_tasks(text: str) -> list[str]:
+    """--tasks gsm8k,bpb -> ["gsm8k", "bpb"]."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ScratchError(f"unknown task '{text}'; known tasks: {', '.join(TASKS)}")
+    return check_tasks(names)
+
+
+def check_options(tasks: list[str], options: EvalOptions) -> None:
+    if len(tasks) > 1 and options.data:
+        raise ScratchError("--data names one task's data; evaluate one task at a time with --data")
+    options.check()
+
+
+def decide_chat(run_dir: Path, options: EvalOptions) -> EvalOptions:
+    """options.chat, when the caller leaves it None, decided by the run's lineage: chat when it holds an SFT stage.
+    `scratchlm eval` and the scores logged during training decide alike."""
+    if options.chat is not None:
+        return options
+    return dataclasses.replace(options, chat=has_sft(run_dir))
+
+
+def scores_line(result: TaskResult) -> str:
+    """gsm8k (n=500): strict_match 0.1234 ± 0.0147, flexible_extract ..."""
+    m = result.metrics
+    scores = ", ".join(f"{k} {v:.4f}" + ("" if m.get(f"{k}_stderr") is None else f" ± {m[f'{k}_stderr']:.4f}")
+                       for k, v in m.items() if not k.endswith("_stderr"))
+    return f"{result.task} (n={len(result.samples)}): {scores}"
 
 
 def write_result(run_dir: Path, result: TaskResult, checkpoint: str) -> Path:
@@ -55,17 +86,11 @@ def write_result(run_dir: Path, result: TaskResult, checkpoint: str) -> Path:
 def evaluate(run_dir: str | Path, tasks: list[str], options: EvalOptions, device: str = "auto",
              batch_size: int = 16, on_result: Callable[[TaskResult, Path], Any] | None = None
              ) -> list[TaskResult]:
-    """Run each task in turn on the run's latest weights, writing its files as soon as it is done.
-
-    options.chat is decided here when the caller leaves it None: chat when the run's lineage holds an SFT stage.
-    """
+    """Run each task in turn on the run's latest weights, writing its files as soon as it is done."""
     run_dir = Path(run_dir)
-    if len(tasks) > 1 and options.data:
-        raise ScratchError("--data names one task's data; evaluate one task at a time with --data")
-    options.check()
-    runner = Runner(run_dir, device, batch_size)
-    if options.chat is None:
-        options = dataclasses.replace(options, chat=has_sft(run_dir))
+    check_options(tasks, options)
+    runner = Runner.from_run(run_dir, device, batch_size)
+    options = decide_chat(run_dir, options)
     results = []
     for name in tasks:
         result = TASKS[name](runner, options)

@@ -29,7 +29,6 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from scratchlm.chat import load_chat_format
 from scratchlm.data import corpus
 from scratchlm.errors import ScratchError
 from scratchlm.eval import data, scorer
@@ -144,7 +143,7 @@ def _prompts(runner: Runner, chat: bool, shots: list[list[dict[str, Any]]], prob
     if not chat:
         return ([runner.tokenizer.encode(prompt_text(s, p), bos=True) for s, p in zip(shots, problems, strict=True)],
                 runner.stop_ids)
-    fmt = load_chat_format(runner.run_dir, runner.tokenizer)
+    fmt = runner.chat()
     return ([fmt.prompt_ids(chat_messages(s, p), tools) for s, p in zip(shots, problems, strict=True)],
             runner.stop_ids | fmt.stop_ids)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from scratchlm.chat import load_chat_format
 from scratchlm.eval.runner import Runner, rolling_windows
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until
@@ -53,7 +53,8 @@ class ScratchLM(TemplateLM):
         # lm-eval's command line passes cuda:0 unless told otherwise; its hf model then falls back to the CPU too.
         if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
             device = "auto"
-        self.runner = Runner(run, device, rows)
+        self.run_dir = Path(run)
+        self.runner = Runner.from_run(run, device, rows)
         self.tokenizer = self.runner.tokenizer
         self._max_gen_toks = int(max_gen_toks)
         self.add_bos_token = _flag(add_bos_token)
@@ -77,7 +78,7 @@ class ScratchLM(TemplateLM):
 
     @property
     def tokenizer_name(self) -> str:
-        return str(self.runner.run_dir.resolve())
+        return str(self.run_dir.resolve())
 
     def chat_template(self, chat_template: bool | str = False) -> str:
         return ""  # the chat format lives in scratchlm.chat; apply_chat_template renders through it
@@ -133,7 +134,7 @@ class ScratchLM(TemplateLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The conversation as text through the run's chat format (ending where the assistant answers)."""
-        return self.tokenizer.decode(load_chat_format(self.runner.run_dir, self.tokenizer).prompt_ids(chat_history))
+        return self.tokenizer.decode(self.runner.chat().prompt_ids(chat_history))
 
 
 def main(argv: list[str] | None = None) -> None:

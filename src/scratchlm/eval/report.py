@@ -113,12 +113,10 @@ def table(stages: list[Stage]) -> list[list[str]]:
 
 def loss_figure(stages: list[Stage]) -> bytes:
     """Every stage's training and validation loss on one axis of steps, each stage after its parent."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the host process's backend is left as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=120)
+    fig = Figure(figsize=(8, 4.2), dpi=120)
+    ax = fig.subplots()
     offset = 0
     for i, s in enumerate(stages):
         train = [(offset + r["step"], r["loss"]) for r in s.metrics if "loss" in r]
@@ -139,7 +137,6 @@ def loss_figure(stages: list[Stage]) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 

@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scratchlm.chat import find_chat_format, generation_stop_ids
+from scratchlm.chat import ChatFormat, find_chat_format, generation_stop_ids
 from scratchlm.errors import ScratchError
 from scratchlm.eval.scorer import cut_at_stops
 from scratchlm.hardware import resolve_device
 from scratchlm.infer.engine import Completion, Engine, SamplingParams
+from scratchlm.model import Transformer
 from scratchlm.run import load_run, open_run
+from scratchlm.tokenizer import BPETokenizer
 
 # Logits of one batch of log-likelihood rows are kept under this many elements (4 GiB in fp32).
 MAX_LOGIT_ELEMENTS = 2**30
@@ -57,24 +59,49 @@ def batches(order: list[int], lengths: Sequence[int], max_rows: int, max_tokens:
         yield batch
 
 
-class Runner:
-    """A run's latest weights and tokenizer, ready to generate and to score."""
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ScratchError(f"--batch-size must be at least 1, got {batch_size}")
 
-    def __init__(self, run_dir: str | Path, device: str = "auto", batch_size: int = 16) -> None:
-        if batch_size < 1:
-            raise ScratchError(f"--batch-size must be at least 1, got {batch_size}")
-        self.run_dir = Path(run_dir)
-        self.checkpoint = open_run(run_dir)[2].name
-        self.cfg, self.tokenizer, self.model = load_run(run_dir, resolve_device(device))
-        self.device = next(self.model.parameters()).device
+
+class Runner:
+    """A model with its tokenizer and chat format, ready to generate and to score: a run's latest weights
+    (Runner.from_run: `scratchlm eval`, the lm-eval adapter) or weights in memory (the scores logged during
+    training, scratchlm.train.task_scores). Every task runs on either the same way.
+
+    chat_format: how the model chats, None for a model never taught to (an imported base model).
+    checkpoint: the checkpoint folder the weights come from, None for weights in memory.
+    """
+
+    def __init__(self, model: Transformer, tokenizer: BPETokenizer, chat_format: ChatFormat | None,
+                 batch_size: int = 16, checkpoint: str | None = None) -> None:
+        _check_batch_size(batch_size)
+        self.model, self.tokenizer, self.chat_format = model.eval(), tokenizer, chat_format
+        self.device = next(model.parameters()).device
         self.batch_size = batch_size
+        self.checkpoint = checkpoint
         # Where the export's generation_config stops too (eos ids, the chat format's end of turn, bos), so a
         # completion here ends where transformers ends it on the export.
-        self.stop_ids = frozenset(generation_stop_ids(self.tokenizer, find_chat_format(self.run_dir, self.tokenizer)))
+        self.stop_ids = frozenset(generation_stop_ids(tokenizer, chat_format))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 16) -> Runner:
+        """The run's latest weights, tokenizer and chat format."""
+        _check_batch_size(batch_size)  # before the weights are loaded
+        checkpoint = open_run(run_dir)[2].name
+        _, tokenizer, model = load_run(run_dir, resolve_device(device))
+        return cls(model, tokenizer, find_chat_format(run_dir, tokenizer), batch_size, checkpoint)
 
     @property
     def context_len(self) -> int:
-        return self.cfg.model.max_seq_len
+        return self.model.cfg.max_seq_len
+
+    def chat(self) -> ChatFormat:
+        """The chat format, for a task that asks in chat; a model without one is refused."""
+        if self.chat_format is None:
+            raise ScratchError("this model has no chat format (a base model without a chat template): evaluate it "
+                               "with --no-chat, or write its template to the run's chat_template.jinja")
+        return self.chat_format
 
     def fit_prompt(self, prompt: list[int], max_new_tokens: int) -> tuple[list[int], bool]:
         """The prompt cut from the left to leave room for max_new_tokens (as lm-eval's hf model cuts it),
@@ -127,7 +154,7 @@ class Runner:
             targets.append(continuation)
         lengths = [len(r) for r in rows]
         order = sorted(range(len(rows)), key=lambda i: -lengths[i])
-        max_tokens = max(MAX_LOGIT_ELEMENTS // self.cfg.model.vocab_size, self.context_len)
+        max_tokens = max(MAX_LOGIT_ELEMENTS // self.model.cfg.vocab_size, self.context_len)
         results: list[tuple[float, bool]] = [(0.0, False)] * len(rows)
         with tqdm(total=len(rows), desc=desc, unit="request", leave=False) as bar:
             for batch in batches(order, lengths, self.batch_size, max_tokens):

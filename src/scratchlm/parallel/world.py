@@ -91,6 +91,10 @@ def check_dims(dims: ParallelDims, cfg: Config) -> None:
     if dims.tp > 1 and t.seq_len % dims.tp:
         raise ScratchError(f"train.seq_len {t.seq_len} is not divisible by parallel.tp {dims.tp} "
                            "(sequence parallelism splits the sequence among the tensor-parallel ranks)")
+    if dims.pp > 1 and t.eval_tasks:
+        raise ScratchError("train.eval_tasks does not run under pipeline parallel (each stage holds only its own "
+                           "layers, and the evaluation needs the whole model); leave train.eval_tasks empty and score "
+                           "the checkpoints with scratchlm eval")
     if dims.pp > 1:
         local = global_batch // dims.dp
         micro = pipeline_microbatches(p, t.micro_batch_size, local)

@@ -52,7 +52,9 @@ from scratchlm.train.stage import Batch, LossOutput, Stage
 REWARD_DEFAULTS = {
     "model": {"head": "score"},
     "data": {"source": "embedded", "embedded_docs": 4000, "max_docs": 0},
-    "train": {"max_steps": 200, "eval_every": 50, "save_every": 100, "log_every": 10, "eval_batches": 8},
+    # eval_tasks: a parent's task scores need a language model; a reward model writes no text
+    "train": {"max_steps": 200, "eval_every": 50, "save_every": 100, "log_every": 10, "eval_batches": 8,
+              "eval_tasks": []},
     "optim": {"lr": 3e-4, "warmup_steps": 20, "lr_decay_steps": 0},
 }
 SCORE = "score.weight"  # the head a reward model adds to its parent's tensors

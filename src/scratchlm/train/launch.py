@@ -7,7 +7,7 @@
     -> build the model on the meta device, split into pipeline stages, parallelize (TP, AC, compile,
        FSDP), then allocate and initialise only this rank's shards
     -> AdamW; restore a checkpoint when resuming, else start from the parent run's weights, if any
-    -> Trainer.fit()
+    -> Trainer.fit(), with the scores of train.eval_tasks at each validation when they are set
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from scratchlm.train.checkpoint import load_checkpoint, load_weights
 from scratchlm.train.compile import choose_compile
 from scratchlm.train.optim import build_optimizer
 from scratchlm.train.stage import Stage, token_loss_sum
+from scratchlm.train.task_scores import TaskScores
 from scratchlm.train.trainer import Trainer
 
 
@@ -163,7 +164,9 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
         f"{t.max_steps} steps; device {world.device}, {t.precision}")
     if world.distributed:
         say(f"layout: {dims.world_size} processes = {dims}")
+    scores = TaskScores(cfg, run_dir, tokenizer, world) if t.eval_tasks else None
     trainer = Trainer(cfg, run_dir, model, optimizer, stage, world, start_step=start, state=state,
-                      pipeline=pipeline, peak=peak, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)))
+                      pipeline=pipeline, peak=peak, autocast=not (uses_fsdp(dims) and mixed_precision(t, world.device)),
+                      task_scores=scores)
     result = trainer.fit()
     return {**result, "main": world.is_main}

@@ -70,10 +70,9 @@ def _parse_lines(path: Path) -> list[dict[str, Any]]:
 def plot_run(run_dir: Path) -> list[Path]:
     """plots/loss.png (train and validation loss) and plots/lr.png from metrics.jsonl; for an RL run also
     plots/reward.png (mean reward and pass@1 of each step's samples, KL to the reference)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    # The object-oriented API without pyplot: files only, never a window, and the host process's backend (a
+    # notebook's inline plots) left as it is.
+    from matplotlib.figure import Figure
 
     records = read_metrics(run_dir)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
@@ -84,7 +83,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     out = Path(run_dir) / "plots"
     out.mkdir(exist_ok=True)
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig = Figure(figsize=(7, 4.2), dpi=120)
+    ax = fig.subplots()
     ax.plot(*zip(*train, strict=True), lw=0.8, alpha=0.45, color="tab:blue", label="train (per step)")
     if len(train) >= 20:  # a moving average shows the trend under the per-batch noise
         k = max(5, len(train) // 40)
@@ -101,9 +101,9 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png")
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3), dpi=120)
+    fig = Figure(figsize=(7, 3), dpi=120)
+    ax = fig.subplots()
     ax.plot(*zip(*lr, strict=True), color="tab:green")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
@@ -111,7 +111,6 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "lr.png")
-    plt.close(fig)
     written = [out / "loss.png", out / "lr.png"]
     if any("reward" in r for r in records):
         written.append(_plot_rewards(records, out / "reward.png"))
@@ -119,9 +118,10 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 
 def _plot_rewards(records: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig = Figure(figsize=(7, 4.2), dpi=120)
+    ax = fig.subplots()
     for key, color in (("reward", "tab:blue"), ("pass@1", "tab:orange")):
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
@@ -139,7 +139,6 @@ def _plot_rewards(records: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("rewards of the policy's own samples")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

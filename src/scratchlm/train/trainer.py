@@ -11,7 +11,8 @@ this loop owns everything else:
         gradient norm (over all shards and stages); not finite: skip the update, count it
         clip; AdamW step
         every log_every:  losses to metrics.jsonl + TensorBoard + progress bar; spike/plateau watch
-        every eval_every: validation loss (sum over a fixed set of windows / their trained tokens)
+        every eval_every: validation loss (sum over a fixed set of windows / their trained tokens), and with
+                          train.eval_tasks the tasks' scores (scratchlm.train.task_scores)
         every save_every: checkpoint (after the watch has seen every loss up to it)
 
 A stage may bring a companion (scratchlm.train.companion: PPO's value model), a second model that its loss
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,9 @@ from scratchlm.train.metrics import LossWatch, MetricsLog, TrainingDiverged, plo
 from scratchlm.train.optim import lr_at
 from scratchlm.train.stage import Batch, Stage
 
+# What a validation also runs when train.eval_tasks is set (scratchlm.train.task_scores): the model and the step
+# -> {"eval/<task>/<metric>": score}, on the logging rank.
+TaskScoresFn = Callable[[nn.Module, int], dict[str, float | None]]
 MAX_SKIPPED_IN_A_ROW = 3  # non-finite gradients this many steps running mean the run has diverged
 
 
@@ -93,13 +98,16 @@ class Pending:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  stage: Stage, world: World, start_step: int = 0, state: dict[str, Any] | None = None,
-                 pipeline: Pipeline | None = None, autocast: bool = True, peak: float | None = None) -> None:
+                 pipeline: Pipeline | None = None, autocast: bool = True, peak: float | None = None,
+                 task_scores: TaskScoresFn | None = None) -> None:
         """world: this process's place in the run (one process, or a rank of a torchrun job); it gives the
         device, the data-parallel size and whether this rank logs. pipeline: the schedule that replaces
         forward/backward when the model (then a ModuleList of stages) is pipelined.
         autocast: False when FSDP's mixed-precision policy already computes in bf16.
-        peak: the device's FLOP/s for MFU, as launch measured it once for all ranks (None: look it up)."""
+        peak: the device's FLOP/s for MFU, as launch measured it once for all ranks (None: look it up).
+        task_scores: what each validation also scores (train.eval_tasks), on the logging rank."""
         self.cfg, self.run_dir, self.model, self.optimizer = cfg, Path(run_dir), model, optimizer
+        self.task_scores = task_scores
         self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
         # A second model that the stage trains from the same loss (PPO's value model), if any.
@@ -226,8 +234,9 @@ class Trainer:
         *values, count = totals.tolist()
         return {f"val_{k}": v / max(count, 1) for k, v in zip(names, values, strict=True)}
 
-    def _flush(self, pending: list[Pending], seconds: float, val: dict[str, float] | None, bar: tqdm) -> None:
-        """Materialise the pending steps' numbers: watch them, log them, show them."""
+    def _flush(self, pending: list[Pending], seconds: float, val: dict[str, float | None] | None, bar: tqdm) -> None:
+        """Materialise the pending steps' numbers: watch them, log them, show them. val: the validation's numbers
+        (val_*) and the task scores (eval/...), which go into the last step's record."""
         if not pending:
             return
         tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
@@ -252,8 +261,8 @@ class Trainer:
                 if warning:
                     tqdm.write(f"warning: {warning}")
             records.append(record)
-        if val is not None:
-            records[-1].update({k: round(v, 5) for k, v in val.items()})
+        if val is not None:  # task scores (eval/...) as computed: `scratchlm eval` gives the same numbers
+            records[-1].update({k: round(v, 5) if k.startswith("val_") else v for k, v in val.items()})
         self.metrics.write(records)
         last = records[-1]
         shown = {"loss": f"{last['loss']:.3f}" if last["loss"] is not None else "skipped", "lr": f"{last['lr']:.2e}",
@@ -296,6 +305,8 @@ class Trainer:
                     val = self.validation() if evaluate and self.stage.validation else None
                     if val is not None:
                         last_val = val["val_loss"]
+                        if self.task_scores is not None:
+                            val.update(self.task_scores(self.model, step))
                     self._flush(pending, seconds, val, bar)
                     if save:
                         self.save()
