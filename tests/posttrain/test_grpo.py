@@ -196,7 +196,7 @@ def test_bad_input_is_one_clear_line(base, tmp_path, capsys):
         (["rl", str(base), "--out", out, "--algo", "reinforce"], "--algo must be one of grpo, ppo"),
         (["rl", str(base), "--out", out, "--rl.group_size", "1"], "rl.group_size must be at least 2"),
         (["rl", str(reward_model), "--out", out], "is a reward model"),
-        (["rl", str(base), "--out", out, "--algo", "ppo"], "needs --reward-model RM_DIR"),
+        (["rl", str(base), "--out", out, "--algo", "ppo"], "needs a reward model to optimise against"),
         (["rl", str(base), "--out", out, "--reward", "vibes"], "--reward must be one of gsm8k"),
         (["rl", str(base), "--out", out, "--rl.steps_per_rollout", "3"], "multiples of rl.steps_per_rollout 3"),
     ]

@@ -36,7 +36,7 @@ from scratchlm.parallel.world import World
 from scratchlm.posttrain.common import EpochBatches, token_logps
 from scratchlm.posttrain.rollout import Prompt, Rollouts, Sample, collate_samples
 from scratchlm.train.launch import Shares
-from scratchlm.train.stage import IGNORE, Batch, LossOutput, split_rows, trained_tokens
+from scratchlm.train.stage import IGNORE, Batch, LossOutput, TokenStage
 
 STD_EPS = 1e-4  # keeps a group of nearly equal rewards from blowing its advantages up (TRL's value)
 
@@ -143,23 +143,13 @@ def _sums(groups: list[list[Sample]]) -> list[float]:
             sum(s.truncated for s in flat), sum(len({s.reward for s in g}) == 1 for g in groups), len(groups)]
 
 
-class GRPOStage:
-    """The clipped surrogate with an optional KL penalty, over completion tokens (scratchlm.train.stage.Stage)."""
-
-    name = "rl"
+class GRPOStage(TokenStage):
+    """The clipped surrogate with an optional KL penalty, over completion tokens: a token stage whose batches
+    are the policy's own rollouts and whose loss is GRPO's (scratchlm.train.stage.Stage)."""
 
     def __init__(self, source: GroupRollouts, reference: nn.Module, rl: RLConfig) -> None:
-        self.source, self.reference, self.rl = source, reference, rl
-        self.validation: list[Batch] = []  # measured by evaluating the finished run instead
-
-    def batch_for(self, step: int) -> Batch:
-        return self.source.batch_for(step)
-
-    def micro_batches(self, batch: Batch, size: int) -> list[Batch]:
-        return split_rows(batch, size)
-
-    def count(self, batch: Batch) -> int:
-        return trained_tokens(batch)
+        super().__init__("rl", source)  # no validation set: measured by evaluating the finished run instead
+        self.reference, self.rl = reference, rl
 
     def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
         inputs, targets = batch["inputs"], batch["targets"]
@@ -174,6 +164,3 @@ class GRPOStage:
             per_token = per_token + self.rl.kl_coef * kl
         loss = (per_token * mask * batch["weights"][:, None]).sum()
         return loss, {"kl": (kl.detach() * mask).sum(), "clip_fraction": (clipped & mask).sum()}
-
-    def log_values(self, step: int) -> dict[str, float]:
-        return self.source.log_values(step)

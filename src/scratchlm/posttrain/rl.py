@@ -37,8 +37,8 @@ from scratchlm.train.stage import Stage
 # per step, and eager training (the rollouts take most of a step; a compile would not pay for itself).
 RL_DEFAULTS = {
     "data": {"source": "embedded", "embedded_docs": 4000, "max_docs": 0},
-    "train": {"max_steps": 24, "save_every": 8, "log_every": 1, "compile": "off"},
-    "optim": {"lr": 2e-4, "warmup_steps": 0, "lr_decay_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
+    "train": {"max_steps": 12, "save_every": 8, "log_every": 1, "compile": "off"},
+    "optim": {"lr": 1e-4, "warmup_steps": 0, "lr_decay_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
 }
 
 
