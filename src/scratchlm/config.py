@@ -79,7 +79,7 @@ class TrainConfig:
     seq_len: int = 512
     micro_batch_size: int = 8  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
-    max_steps: int = 500
+    max_steps: int = 1400  # about 5.7M tokens: past where the tiny model learns to copy from its context
     precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"
     # torch.compile: "auto" (what pays off for this run, compile time counted) | "off" | "model" (one process:
     # the whole model and its loss) | "blocks" (each block, as FSDP and TP need); see scratchlm.train.compile
