@@ -15,8 +15,7 @@ from scratchlm.model import build_model
 from scratchlm.tokenizer import train_tokenizer
 
 from conftest import WORDS, ScriptedModel, small_model_config
-
-VOCAB = 300
+from engine_scenarios import VOCAB, crowded_engine, drive, full_forward, greedy, joining_and_leaving
 
 
 @pytest.fixture(scope="module")
@@ -29,41 +28,9 @@ def tokenizer():
     return train_tokenizer([" ".join(WORDS)] * 20, VOCAB)
 
 
-def greedy(n: int, **kw) -> SamplingParams:
-    return SamplingParams(max_new_tokens=n, temperature=0, **kw)
-
-
-def full_forward(model, prompt: list[int], n: int) -> tuple[list[int], torch.Tensor]:
-    """Greedy tokens by a full forward over everything so far, one forward per token, and the
-    log-probabilities of all of them from one last full forward."""
-    tokens = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            tokens.append(int(model(torch.tensor([tokens]))[0, -1].argmax()))
-        logprobs = model(torch.tensor([tokens]))[0].log_softmax(-1)
-    new = tokens[len(prompt):]
-    return new, logprobs[len(prompt) - 1:-1].gather(1, torch.tensor(new).unsqueeze(1)).squeeze(1)
-
-
 def assert_same_logprobs(got: list[float], want: torch.Tensor) -> None:
     # fp32 rounding of matrix products of other shapes: about 1e-6 on this model
     torch.testing.assert_close(torch.tensor(got), want, rtol=0, atol=1e-5)
-
-
-def drive(engine: Engine, requests: list[tuple[int, list[int], SamplingParams]]) -> list[Completion]:
-    """Add each (arrival step, prompt, params) at its step; step until all are done."""
-    done: dict[str, Completion] = {}
-    ids: list[str | None] = [None] * len(requests)
-    step = 0
-    while any(i is None for i in ids) or engine.has_work():
-        for k, (arrival, prompt, params) in enumerate(requests):
-            if arrival == step:
-                ids[k] = engine.add_request(prompt, params)
-                done[ids[k]] = Completion(ids[k])
-        for out in engine.step():
-            done[out.request_id].add(out)
-        step += 1
-    return [done[i] for i in ids]
 
 
 def test_greedy_tokens_and_logprobs_equal_the_full_forward(model):
@@ -78,13 +45,8 @@ def test_sequences_joining_and_leaving_at_random_steps_decode_as_if_alone(model)
     """Prompts of different lengths, half behind a shared prefix, arriving at random steps and leaving
     after random budgets, five running at most, prompts prefilled in chunks: every sequence's tokens
     are those it gets alone and those of the full forward, and so are its log-probabilities."""
-    rng = random.Random(0)
-    shared = [rng.randrange(VOCAB) for _ in range(13)]
-    requests = []
-    for i in range(12):
-        prompt = (shared if i % 2 else []) + [rng.randrange(VOCAB) for _ in range(rng.randint(1, 15))]
-        requests.append((rng.randrange(25), prompt, greedy(rng.randint(1, 20))))
-    engine = Engine(model, block_size=4, max_running=5, max_prefill_tokens=24)
+    requests = joining_and_leaving()
+    engine = crowded_engine(model)
     got = drive(engine, requests)
     for (_, prompt, params), completion in zip(requests, got, strict=True):
         alone = Engine(model, block_size=4).generate([prompt], params)[0]

@@ -15,7 +15,9 @@ and the paged cache (infer/kv_cache.py) writes each new key to its sequence's bl
 row's keys, padded to the longest row; the mask hides the padding. In fp32 the result is the full
 forward's up to rounding: a greedy sequence's tokens are the same alone, in any batch, with or without
 a cached prefix (tests/infer/test_engine.py), and its log-probabilities agree to about 1e-6 (matrix
-products of other shapes round differently).
+products of other shapes round differently). With batch_invariant=True every forward runs under
+infer/batch_invariant.py's mode, which computes each token alone: the log-probabilities are then bit for
+bit the same alone, in any batch, and in a full forward under the same mode (slower; docs/serving.md).
 
 Tools (SamplingParams.tools, infer/tools.py): when a sequence's text reaches a point where a tool answers
 (the calculator: the text ends with "<<expression="), the tool's text is encoded and appended after the
@@ -26,6 +28,7 @@ RequestOutput.forced, with log-probability 0.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +37,7 @@ import torch
 
 from scratchlm.errors import ScratchError
 from scratchlm.infer import tools
+from scratchlm.infer.batch_invariant import batch_invariant
 from scratchlm.infer.detokenize import OutputText
 from scratchlm.infer.kv_cache import TRASH_BLOCK, BlockPool, PagedKVCache
 from scratchlm.infer.sampling import SamplingParams, sample
@@ -115,14 +119,17 @@ class Engine:
     together at most. cache_tokens: the KV pool's capacity (default: max_running full contexts, up to
     DEFAULT_CACHE_BYTES of keys and values).
     max_prefill_tokens: padded tokens per prefill forward (a longer prompt is prefilled in chunks).
+    batch_invariant: compute every token alone (infer/batch_invariant.py), so that a sequence's logits are
+    bit for bit the same whatever shares its batch; slower.
     """
 
     def __init__(self, model: Transformer, stop_ids: Iterable[int] = (), tokenizer: BPETokenizer | None = None,
                  *, max_running: int = 64, cache_tokens: int | None = None, block_size: int = 16,
-                 max_prefill_tokens: int = 1024) -> None:
+                 max_prefill_tokens: int = 1024, batch_invariant: bool = False) -> None:
         if min(max_running, block_size, max_prefill_tokens) < 1 or (cache_tokens is not None and cache_tokens < 1):
             raise ScratchError("max_running, block_size, max_prefill_tokens and cache_tokens must be positive")
         self.model = model.eval()
+        self.batch_invariant = batch_invariant
         self.stop_ids = frozenset(stop_ids)
         self.tokenizer = tokenizer
         cfg = model.cfg
@@ -258,7 +265,8 @@ class Engine:
         """Compute the next n tokens of each (sequence, n) row in one forward; sample after the rows that
         reach their last token."""
         tokens = self._inputs(rows)
-        logits = self.model(tokens, cache=self.cache, **self._placement(rows))
+        with batch_invariant() if self.batch_invariant else contextlib.nullcontext():
+            logits = self.model(tokens, cache=self.cache, **self._placement(rows))
         finished_rows = []
         for i, (seq, n) in enumerate(rows):
             seq.num_computed += n
