@@ -3,6 +3,7 @@ any batch, and in a full forward; and the mode computes the model's own function
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scratchlm.infer.batch_invariant import batch_invariant
 from scratchlm.infer.engine import Engine
@@ -55,9 +56,20 @@ def test_the_mode_with_the_engine_samples_what_the_plain_engine_does(model):
         torch.testing.assert_close(torch.tensor(got.logprobs), torch.tensor(want.logprobs), rtol=0, atol=1e-5)
 
 
+def test_linear_and_silu_compute_each_row_as_if_alone():
+    """Rows of 17 features (not a whole number of vectors) in a batch of 9: under the mode, each row's output
+    equals what the row gets alone."""
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(9, 17, generator=generator) * 4, torch.randn(37, 17, generator=generator)
+    with batch_invariant():
+        for op in (F.silu, lambda t: F.linear(t, weight)):
+            batch = op(x)
+            assert all(torch.equal(batch[i:i + 1], op(x[i:i + 1])) for i in range(len(x)))
+
+
 def test_dropout_and_additive_masks_are_refused(model):
     q = torch.zeros(1, 2, 3, 4)
     with batch_invariant(), pytest.raises(ValueError, match="without dropout"):
-        torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
+        F.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
     with batch_invariant(), pytest.raises(ValueError, match="boolean attention mask shared by all heads"):
-        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(3, 3))
+        F.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(3, 3))

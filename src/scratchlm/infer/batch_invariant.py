@@ -3,15 +3,18 @@
 A matrix product of 5 rows sums in another order than one of 1 row (the BLAS picks its kernel and
 blocking by shape), and attention over a padded, masked batch reduces over more positions than a
 sequence alone does: in fp32 a token's log-probability moves by about 1e-6 with the company it keeps.
-Under `batch_invariant()` the two operations of the model that reduce across what a batch may vary
-are recomputed token by token, each in one call whose shape depends only on that token:
+Under `batch_invariant()` the operations of the model whose rounding can depend on the batch are
+recomputed token by token, each in one call whose shape depends only on that token:
 
 - `F.linear` (every nn.Linear, and the tied head): one row at a time, (1, in) x (in, out);
+- `F.silu`: one row at a time. It reduces nothing, but its vectorised exp rounds otherwise than the
+  scalar exp that finishes a chunk of the flattened tensor, and where chunks end depends on the
+  number of rows (and threads) unless a row is a whole number of vectors;
 - `F.scaled_dot_product_attention`: one query at a time, over exactly the keys its mask (or
   `is_causal`) lets it see, gathered into a tensor of their own, with no mask: a token at position p
   makes the same call, over the same p + 1 keys, in a full forward and from the paged KV cache.
 
-The rest of the model is per row already (RMSNorm, RoPE, SwiGLU's elementwise product, the
+The rest of the model is per row already (RMSNorm, RoPE's and SwiGLU's products and sums, the
 sampler's log-softmax). Each row or query is first copied into fresh memory: a BLAS kernel may sum
 in another order when its input starts at another alignment.
 
@@ -33,25 +36,28 @@ from torch.overrides import TorchFunctionMode
 
 
 def batch_invariant() -> BatchInvariantMode:
-    """A context manager within which F.linear and F.scaled_dot_product_attention compute each token alone."""
+    """A context manager within which F.linear, F.silu and F.scaled_dot_product_attention compute each token
+    alone."""
     return BatchInvariantMode()
 
 
 class BatchInvariantMode(TorchFunctionMode):
+    """While it is active, torch hands every torch function call to __torch_function__ (without the mode,
+    so the calls made here run as usual)."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func is F.linear:
-            return linear_by_rows(*args, **kwargs)
+        if func is F.linear or func is F.silu:
+            return by_rows(func, *args, **kwargs)
         if func is F.scaled_dot_product_attention:
             return attention_by_query(*args, **kwargs)
         return func(*args, **kwargs)
 
 
-def linear_by_rows(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, one (1, in) row per call."""
+def by_rows(func: Any, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """func(input, *args, **kwargs) for an input (..., features), one (1, features) row per call."""
     rows = input.reshape(-1, input.shape[-1])
-    out = torch.cat([F.linear(row.clone(), weight, bias) for row in rows.split(1)])
+    out = torch.cat([func(row.clone(), *args, **kwargs) for row in rows.split(1)])
     return out.view(*input.shape[:-1], out.shape[-1])
 
 
