@@ -21,6 +21,7 @@ from conftest import FAST, ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "tests" / "posttrain"))
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
+from test_cli_errors import digest  # noqa: E402
 from test_dpo import write_pairs  # noqa: E402
 from test_layouts import torchrun  # noqa: E402
 
@@ -172,6 +173,20 @@ def test_resume_continues_ppo_bit_for_bit(runs, tmp_path):
         shutil.rmtree(run / "checkpoints" / "step_000008")
     run_cli(*ppo_args(runs["base"], runs["rm"], runs["pairs"]), "--out", str(split), "--max-steps", "8", "--resume")
     assert curve(split) == curve(runs["straight"])
+
+
+def test_resume_from_a_damaged_value_checkpoint_is_one_line_and_changes_nothing(runs, tmp_path, capsys):
+    run = shutil.copytree(runs["straight"], tmp_path / "run")
+    damaged = run / "value" / "checkpoints" / "step_000008"
+    (damaged / "optimizer.pt").write_bytes((damaged / "optimizer.pt").read_bytes()[:100])
+    before = digest(run)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main([*ppo_args(runs["base"], runs["rm"], runs["pairs"]), "--out", str(run), "--max-steps", "12", "--resume"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert exited.value.code == 2 and len(errors) == 1, errors
+    assert f"checkpoint {damaged} is damaged: optimizer.pt cannot be read" in errors[0]
+    assert digest(run) == before  # config.yaml (now max_steps 12) and metrics.jsonl as they were
 
 
 def test_fsdp_on_two_ranks_takes_the_same_ppo_steps(runs, tmp_path):
