@@ -180,9 +180,9 @@ class PPORollouts:
     A rollout feeds rl.steps_per_rollout optimizer steps: ppo.epochs passes over it, each in steps_per_rollout /
     epochs minibatches of rl.prompts_per_step prompts' samples. It is sampled when its first step comes (a
     checkpoint is always between two rollouts), and each pass deals its samples into minibatches in an order drawn
-    from (seed, rollout, pass), the same on every layout: a minibatch holds one prompt of each place in the
-    global batch (a place is a rank's whatever the data-parallel size), so every rank holds the same share of
-    it, and one process and FSDP on 2 ranks take the same steps."""
+    from (seed, rollout, pass), the same on every layout: a minibatch holds one prompt of each place in a global
+    batch of rl.prompts_per_step prompts, and the data-parallel ranks split the places among them, so every rank
+    holds its share of every minibatch and one process and FSDP on 2 ranks take the same steps."""
 
     def __init__(self, cfg: Config, policy: nn.Module, models: PPOModels, rollouts: Rollouts, prompts: EpochBatches,
                  world: World, autocast: AbstractContextManager) -> None:
