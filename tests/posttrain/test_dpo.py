@@ -21,7 +21,7 @@ from scratchlm.posttrain.pairs import collate_pairs, to_pair_rows
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, run_cli, small_model_config
 
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
 from test_layouts import torchrun  # noqa: E402
@@ -53,13 +53,6 @@ def write_pairs(path: Path, n: int, seed: int = 0, identical: int = 0) -> Path:
                           "rejected": f"\n\nHuman: {a}+{b}\n\nAssistant: {bad}"}
             f.write(json.dumps(record) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "4", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from scratchlm.posttrain.rollout import Prompt, Sample, collate_samples
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, small_model_config
 
 SCRIPT = Path(__file__).with_name("rl_text_length.py")  # scratchlm with a reward that differs within each group
 # 4 prompts x 4 samples of 8 tokens per step, two steps per rollout (the second learns from older samples, so
@@ -50,13 +50,6 @@ def rl_cli(*args: str, nproc: int = 1, check: bool = True) -> subprocess.Complet
 
 def curve(run: Path) -> list[float]:
     return [r[k] for r in read_metrics(run) for k in CURVE]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "2", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from scratchlm.posttrain.ppo import gae, kl_rewards, last_index, moment_sums, pp
 from scratchlm.train.checkpoint import checkpoint_dirs
 from scratchlm.train.metrics import read_metrics
 
-from conftest import FAST, ROOT, run_cli
+from conftest import ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "tests" / "posttrain"))
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
@@ -117,13 +117,12 @@ def test_whitening_over_the_masked_tokens_and_in_parts():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, corpus_jsonl) -> dict[str, Path]:
+def runs(tmp_path_factory, base) -> dict[str, Path]:
     """A tiny policy, preference pairs, a reward model trained from the policy for a few steps, and a PPO run of
     two rollouts with a checkpoint after each."""
     root = tmp_path_factory.mktemp("ppo")
-    base, rm, straight = root / "base", root / "rm", root / "straight"
+    rm, straight = root / "rm", root / "straight"
     pairs = write_pairs(root / "pairs.jsonl", 300)
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(base), "--max-steps", "2", "--samples", "0", *FAST)
     run_cli("reward", str(base), "--data", str(pairs), "--out", str(rm), "--max-steps", "2", "--train.seq_len", "64",
             "--train.global_batch_tokens", "512", "--train.eval_every", "2", "--train.eval_batches", "1")
     run_cli(*ppo_args(base, rm, pairs), "--out", str(straight), "--max-steps", "8")

@@ -21,7 +21,7 @@ from scratchlm.train.metrics import read_metrics
 from conftest import WORDS, run_cli
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_dpo import PAIRS, base, pairs, write_pairs  # noqa: E402, F401 - its fixtures serve here too
+from test_dpo import PAIRS, pairs, write_pairs  # noqa: E402, F401 - its fixture serves here too
 
 CONVERSATIONS = [
     [{"role": "user", "content": "3+4"}, {"role": "assistant", "content": "7"}],

@@ -19,7 +19,7 @@ from scratchlm.posttrain.sft import Row, collate, pack, to_rows
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE, next_token_loss
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, run_cli, small_model_config
 
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
 from test_layouts import torchrun  # noqa: E402
@@ -41,13 +41,6 @@ def write_conversations(path: Path, n: int, seed: int = 0) -> Path:
                             {"role": "assistant", "content": f"it is {2 * (a + b)}"}]
             f.write(json.dumps({"messages": messages}) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "4", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")
