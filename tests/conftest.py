@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs, a small corpus prepared once per session, a CLI runner, a log of fsyncs."""
+"""Shared fixtures: tiny configs, a small corpus prepared once per session, a tiny pretrained run, a CLI runner,
+a log of fsyncs."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def write_jsonl(path: Path, n_docs: int, seed: int = 0, field: str = "text") -> 
 @pytest.fixture(scope="session")
 def corpus_jsonl(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", 400)
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory, corpus_jsonl) -> Path:
+    """A tiny pretrained run, the parent that the post-training tests fine-tune (they read it, never write it)."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "4", "--samples", "0", *FAST)
+    return run
 
 
 @pytest.fixture(autouse=True)

@@ -98,9 +98,8 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
     return ckpt
 
 
-def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | None, write: bool = True) -> None:
-    """Refuse a checkpoint trained with another tokenizer, or a run directory that cannot be written, then
-    write config.yaml and tokenizer.json (unless write is False: the other ranks of a torchrun job only check)."""
+def check_start(run_dir: Path, tokenizer: BPETokenizer, ckpt: Path | None) -> None:
+    """Refuse a checkpoint trained with another tokenizer, or a run directory that cannot be written."""
     run_dir = Path(run_dir)
     atomic.check_output_dir(run_dir, "--out")
     if ckpt is not None:
@@ -108,10 +107,15 @@ def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer, ckpt: Path | 
         if stored_tok.fingerprint() != tokenizer.fingerprint():
             raise ScratchError(f"{run_dir} holds a checkpoint trained with another tokenizer; choose another --out "
                                f"or train on data prepared with --data.tokenizer {run_dir / TOKENIZER_FILE}")
-    if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / CONFIG_FILE)
-        tokenizer.save(run_dir / TOKENIZER_FILE)
+
+
+def start_run(run_dir: Path, cfg: Config, tokenizer: BPETokenizer) -> None:
+    """Write config.yaml and tokenizer.json (after check_start, and after reading what a resumed run continues
+    from, so that a refusal leaves the directory as it was)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / CONFIG_FILE)
+    tokenizer.save(run_dir / TOKENIZER_FILE)
 
 
 def open_run(run_dir: str | Path) -> tuple[Config, BPETokenizer, Path]:

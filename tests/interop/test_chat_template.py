@@ -92,7 +92,7 @@ def native(tmp_path_factory) -> tuple[Path, Path]:
     tokenizer = train_tokenizer(sentences(300), 400)
     cfg = Config(model=small_model_config(vocab_size=400))
     cfg.data.vocab_size, cfg.train.seq_len, cfg.train.global_batch_tokens = 400, 64, 64 * cfg.train.micro_batch_size
-    start_run(root / "run", cfg, tokenizer, None)
+    start_run(root / "run", cfg, tokenizer)
     save_checkpoint(root / "run", 1, build_model(cfg.model), None, {}, keep=1)
     export_hf(root / "run", root / "hf")
     return root / "run", root / "hf"

@@ -319,6 +319,22 @@ def test_import_refuses_what_the_model_cannot_represent(field, llama_dir, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("theta", [float("nan"), float("inf"), 0.0, -10000.0])
+@pytest.mark.parametrize("field", ["rope_theta", "rope_parameters.rope_theta"])
+def test_import_refuses_a_rope_theta_that_is_not_a_positive_number(field, theta, llama_dir, tmp_path):
+    """json reads NaN and Infinity; neither makes rotary frequencies (inf would rotate every pair but the first
+    by nothing), nor does a base of 0 or below."""
+    src = shutil.copytree(llama_dir, tmp_path / "hf")
+    config = json.loads((src / "config.json").read_text())
+    rope = {"rope_parameters": {"rope_type": "default", "rope_theta": theta}} if "." in field else \
+        {"rope_parameters": None, "rope_theta": theta}
+    (src / "config.json").write_text(json.dumps(config | rope))
+    with pytest.raises(ScratchError, match=f"config.json {field} = ") as info:
+        import_hf(str(src), tmp_path / "run")
+    assert "\n" not in str(info.value) and "positive" in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_import_refuses_a_missing_tokenizer_through_the_cli(llama_dir, tmp_path, capsys):
     src = shutil.copytree(llama_dir, tmp_path / "hf")
     (src / "tokenizer.json").unlink()

@@ -21,9 +21,10 @@ from scratchlm.posttrain.pairs import collate_pairs, to_pair_rows
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, run_cli, small_model_config
 
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
+from test_cli_errors import fails  # noqa: E402
 from test_layouts import torchrun  # noqa: E402
 
 # Pairs of short arithmetic replies: 8 pairs per step, 16 held out for validation, fp32 so layouts agree.
@@ -53,13 +54,6 @@ def write_pairs(path: Path, n: int, seed: int = 0, identical: int = 0) -> Path:
                           "rejected": f"\n\nHuman: {a}+{b}\n\nAssistant: {bad}"}
             f.write(json.dumps(record) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "4", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +151,7 @@ def test_resume_continues_dpo_bit_for_bit(base, pairs, tmp_path):
     assert curve(tmp_path / "split", keys) == curve(tmp_path / "straight", keys)
 
 
-def test_bad_input_is_one_clear_line(base, pairs, tmp_path):
+def test_bad_input_is_one_clear_line(base, pairs, tmp_path, capsys):
     reward_model = tmp_path / "rm"  # what a reward run's directory says of its model
     shutil.copytree(base, reward_model)
     config = reward_model / "config.yaml"
@@ -169,8 +163,7 @@ def test_bad_input_is_one_clear_line(base, pairs, tmp_path):
         (["dpo", str(tmp_path / "nope"), "--out", str(tmp_path / "o4")], "does not exist"),
     ]
     for args, message in cases:
-        proc = run_cli(*args, check=False)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert message in fails(capsys, *args), args
 
 
 def test_identical_pairs_are_counted_and_skipped(base, tmp_path):

@@ -27,7 +27,7 @@ from scratchlm.posttrain.rollout import Prompt, Sample, collate_samples
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, small_model_config
 
 SCRIPT = Path(__file__).with_name("rl_text_length.py")  # scratchlm with a reward that differs within each group
 # 4 prompts x 4 samples of 8 tokens per step, two steps per rollout (the second learns from older samples, so
@@ -50,13 +50,6 @@ def rl_cli(*args: str, nproc: int = 1, check: bool = True) -> subprocess.Complet
 
 def curve(run: Path) -> list[float]:
     return [r[k] for r in read_metrics(run) for k in CURVE]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "2", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -170,18 +163,20 @@ def test_rl_run_logs_its_metrics_and_lineage_and_joins_the_report_card(straight,
 
 def test_fsdp_on_two_ranks_takes_the_same_rl_steps(straight, base, problems, tmp_path):
     """2 ranks each sample half the prompts, with the same seeds, from the gathered weights: the same samples,
-    rewards, advantages and updates as one process."""
-    rl_cli("rl", str(base), "--data", str(problems), "--out", str(tmp_path / "fsdp"), "--max-steps", "4", *RL,
+    rewards, advantages and updates as one process, over a whole rollout (its second step learns from older
+    samples)."""
+    rl_cli("rl", str(base), "--data", str(problems), "--out", str(tmp_path / "fsdp"), "--max-steps", "2", *RL,
            "--train.micro_batch_size", "2", nproc=2)
-    one, two = curve(straight), curve(tmp_path / "fsdp")
+    one, two = curve(straight)[:2 * len(CURVE)], curve(tmp_path / "fsdp")
     assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < 2e-5, (one, two)  # 5 logged digits
 
 
 def test_resume_continues_rl_bit_for_bit(straight, base, problems, tmp_path):
-    args = ["rl", str(base), "--data", str(problems), "--out", str(tmp_path / "split"), *RL]
-    rl_cli(*args, "--max-steps", "2")
-    rl_cli(*args, "--max-steps", "4", "--resume")
-    assert curve(tmp_path / "split") == curve(straight)
+    """Back to the checkpoint of step 2, then on to step 4 again."""
+    split = shutil.copytree(straight, tmp_path / "split")
+    shutil.rmtree(split / "checkpoints" / "step_000004")
+    rl_cli("rl", str(base), "--data", str(problems), "--out", str(split), *RL, "--max-steps", "4", "--resume")
+    assert curve(split) == curve(straight)
 
 
 def test_bad_input_is_one_clear_line(base, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """scratchlm rl --algo ppo: GAE against a plain per-step loop of its definition, the clipped policy and value
 losses on a hand-made batch, the KL-shaped rewards, a run as a user runs it (lineage, the value model as a run
-of its own, the first step's ratio of 1), exact resume, and bad input."""
+of its own, the first step's ratio of 1), the same steps on one process and on FSDP with 2 ranks, exact resume,
+and bad input."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratchlm.cli import main
 from scratchlm.posttrain.ppo import gae, kl_rewards, last_index, moment_sums, ppo_terms, whiten
+from scratchlm.train.checkpoint import checkpoint_dirs
 from scratchlm.train.metrics import read_metrics
 
-from conftest import FAST, ROOT, run_cli
+from conftest import ROOT, run_cli
 
 sys.path.insert(0, str(ROOT / "tests" / "posttrain"))
+sys.path.insert(0, str(ROOT / "tests" / "parallel"))
+from test_cli_errors import digest, fails  # noqa: E402
 from test_dpo import write_pairs  # noqa: E402
+from test_layouts import torchrun  # noqa: E402
 
 # 4 prompts a minibatch, 2 minibatches a rollout, 2 passes: a rollout every 4 steps; short replies, fp32.
 PPO = ["--algo", "ppo", "--train.seq_len", "64", "--train.precision", "fp32", "--train.log_every", "1",
@@ -111,57 +117,88 @@ def test_whitening_over_the_masked_tokens_and_in_parts():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, corpus_jsonl) -> dict[str, Path]:
-    """A tiny policy, preference pairs, and a reward model trained from the policy for a few steps."""
+def runs(tmp_path_factory, base) -> dict[str, Path]:
+    """A tiny policy, preference pairs, a reward model trained from the policy for a few steps, and a PPO run of
+    two rollouts with a checkpoint after each."""
     root = tmp_path_factory.mktemp("ppo")
-    base, rm = root / "base", root / "rm"
+    rm, straight = root / "rm", root / "straight"
     pairs = write_pairs(root / "pairs.jsonl", 300)
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(base), "--max-steps", "4", "--samples", "0", *FAST)
     run_cli("reward", str(base), "--data", str(pairs), "--out", str(rm), "--max-steps", "2", "--train.seq_len", "64",
             "--train.global_batch_tokens", "512", "--train.eval_every", "2", "--train.eval_batches", "1")
-    return {"base": base, "rm": rm, "pairs": pairs}
+    run_cli(*ppo_args(base, rm, pairs), "--out", str(straight), "--max-steps", "8")
+    return {"base": base, "rm": rm, "pairs": pairs, "straight": straight}
 
 
-def test_ppo_run_records_its_lineage_and_its_value_model(runs, tmp_path):
-    out = tmp_path / "ppo"
-    run_cli("rl", str(runs["base"]), "--out", str(out), "--reward-model", str(runs["rm"]), "--data",
-            str(runs["pairs"]), "--max-steps", "4", *PPO)
+def ppo_args(base: Path, rm: Path, pairs: Path) -> list[str]:
+    return ["rl", str(base), "--reward-model", str(rm), "--data", str(pairs), *PPO, "--optim.lr_decay_steps", "8",
+            "--train.save_every", "4"]
+
+
+def curve(run: Path) -> list[list[float]]:
+    keys = ("loss", "policy_loss", "value_loss", "reward", "kl", "clipfrac", "approx_kl", "grad_norm")
+    return [[r[k] for k in keys] for r in read_metrics(run)]
+
+
+def test_ppo_run_records_its_lineage_and_its_value_model(runs, capsys):
+    out = runs["straight"]
     cfg = (out / "config.yaml").read_text()
     assert "stage: rl" in cfg and f"parent: {runs['base'].resolve()}" in cfg and "algo: ppo" in cfg
     assert f"reward_model: {runs['rm']}" in cfg
     value = (out / "value" / "config.yaml").read_text()  # the value model: a run of the reward model's shape
     assert "head: score" in value and f"parent: {runs['rm'].resolve()}" in value
-    assert (out / "value" / "checkpoints" / "step_000004").is_dir()
+    assert [p.name for p in checkpoint_dirs(out / "value")] == ["step_000004", "step_000008"]
     records = read_metrics(out)
-    assert len(records) == 4
-    first = records[0]
+    assert [r["step"] for r in records] == list(range(1, 9))
     # The first step of a rollout computes the log-probs it was scored with: the ratio is 1, nothing clips.
-    assert first["clipfrac"] == 0 and first["approx_kl"] == pytest.approx(0, abs=1e-6)
+    for first in (records[0], records[4]):
+        assert first["clipfrac"] == 0 and first["approx_kl"] == pytest.approx(0, abs=1e-6)
+    # Later steps of a rollout learn from older samples: the ratio moves off 1.
+    assert max(r["approx_kl"] for r in records[1:4]) > 0
     # A fresh policy is its reference: the KL penalty is 0.
+    first = records[0]
     assert first["kl"] == pytest.approx(0, abs=1e-5) and first["non_score_reward"] == pytest.approx(0, abs=1e-6)
     for key in ("reward", "response_length", "ended", "returns", "values", "policy_loss", "value_loss",
                 "value_clipfrac"):
         assert key in first
     # The run is a policy like any other: it chats.
-    run_cli("generate", str(out), "--prompt", "the cat", "--max-new-tokens", "4")
+    main(["generate", str(out), "--prompt", "the cat", "--max-new-tokens", "4"])
+    assert capsys.readouterr().out.strip()
 
 
 def test_resume_continues_ppo_bit_for_bit(runs, tmp_path):
-    args = ["rl", str(runs["base"]), "--reward-model", str(runs["rm"]), "--data", str(runs["pairs"]), *PPO,
-            "--optim.lr_decay_steps", "8", "--train.save_every", "4"]
-    run_cli(*args, "--out", str(tmp_path / "straight"), "--max-steps", "8")
-    run_cli(*args, "--out", str(tmp_path / "split"), "--max-steps", "4")
-    run_cli(*args, "--out", str(tmp_path / "split"), "--max-steps", "8", "--resume")
-    keys = ("loss", "policy_loss", "value_loss", "reward", "kl", "grad_norm")
-    straight, split = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
-    assert [[r[k] for k in keys] for r in split] == [[r[k] for k in keys] for r in straight]
+    """Back to the checkpoint of step 4 (the policy's and the value model's), then on to step 8 again."""
+    split = shutil.copytree(runs["straight"], tmp_path / "split")
+    for run in (split, split / "value"):
+        shutil.rmtree(run / "checkpoints" / "step_000008")
+    run_cli(*ppo_args(runs["base"], runs["rm"], runs["pairs"]), "--out", str(split), "--max-steps", "8", "--resume")
+    assert curve(split) == curve(runs["straight"])
 
 
-def test_bad_input_is_one_clear_line(runs, tmp_path):
+def test_resume_from_a_damaged_value_checkpoint_is_one_line_and_changes_nothing(runs, tmp_path, capsys):
+    run = shutil.copytree(runs["straight"], tmp_path / "run")
+    damaged = run / "value" / "checkpoints" / "step_000008"
+    (damaged / "optimizer.pt").write_bytes((damaged / "optimizer.pt").read_bytes()[:100])
+    before = digest(run)
+    line = fails(capsys, *ppo_args(runs["base"], runs["rm"], runs["pairs"]), "--out", run, "--max-steps", "12",
+                 "--resume")
+    assert f"checkpoint {damaged} is damaged: optimizer.pt cannot be read" in line
+    assert digest(run) == before  # config.yaml (now max_steps 12) and metrics.jsonl as they were
+
+
+def test_fsdp_on_two_ranks_takes_the_same_ppo_steps(runs, tmp_path):
+    """2 ranks each sample, score and value half of each minibatch's prompts and deal them as one process does:
+    the same rollout, whitened advantages, minibatches, and policy and value updates, over a whole rollout."""
+    torchrun(2, *ppo_args(runs["base"], runs["rm"], runs["pairs"]), "--out", str(tmp_path / "fsdp"),
+             "--max-steps", "4", "--train.micro_batch_size", "1")
+    one, two = curve(runs["straight"])[:4], curve(tmp_path / "fsdp")
+    assert max(abs(a - b) for x, y in zip(one, two, strict=True) for a, b in zip(x, y, strict=True)) < 2e-5, (one, two)
+
+
+def test_bad_input_is_one_clear_line(runs, tmp_path, capsys):
     other_tokenizer = tmp_path / "rm-other"  # a reward model that reads another tokenizer's ids
     shutil.copytree(runs["rm"], other_tokenizer)
-    run_cli("prepare", "--data", str(runs["pairs"]), "--out", str(tmp_path / "prep"), "--data.vocab_size", "340",
-            "--data.text_field", "prompt", "--data.workers", "1")
+    main(["prepare", "--data", str(runs["pairs"]), "--out", str(tmp_path / "prep"), "--data.vocab_size", "340",
+          "--data.text_field", "prompt", "--data.workers", "1"])
     shutil.copy(tmp_path / "prep" / "tokenizer.json", other_tokenizer / "tokenizer.json")
     base, rm = str(runs["base"]), str(runs["rm"])
     cases = [
@@ -173,5 +210,5 @@ def test_bad_input_is_one_clear_line(runs, tmp_path):
         (["rl", base, "--algo", "ppo", "--reward-model", rm, "--ppo.lam", "2"], "ppo.gamma and ppo.lam"),
     ]
     for args, message in cases:
-        proc = run_cli(*args, "--out", str(tmp_path / "o"), check=False)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert message in fails(capsys, *args, "--out", tmp_path / "o"), args
+    assert not (tmp_path / "o").exists()

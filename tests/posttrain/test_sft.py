@@ -19,9 +19,10 @@ from scratchlm.posttrain.sft import Row, collate, pack, to_rows
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE, next_token_loss
 
-from conftest import FAST, ROOT, run_cli, small_model_config
+from conftest import ROOT, run_cli, small_model_config
 
 sys.path.insert(0, str(ROOT / "tests" / "parallel"))
+from test_cli_errors import fails  # noqa: E402
 from test_layouts import torchrun  # noqa: E402
 
 # The base run's model, with a context long enough for short conversations of a byte-level vocabulary.
@@ -41,13 +42,6 @@ def write_conversations(path: Path, n: int, seed: int = 0) -> Path:
                             {"role": "assistant", "content": f"it is {2 * (a + b)}"}]
             f.write(json.dumps({"messages": messages}) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, corpus_jsonl) -> Path:
-    run = tmp_path_factory.mktemp("base") / "run"
-    run_cli("pretrain", "--data", str(corpus_jsonl), "--out", str(run), "--max-steps", "4", "--samples", "0", *FAST)
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +151,7 @@ def tree_digest(path: Path) -> dict[str, str]:
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_bad_input_is_one_clear_line(base, chats, tmp_path):
+def test_bad_input_is_one_clear_line(base, chats, tmp_path, capsys):
     cases = [
         (["sft", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")], "does not exist"),
         (["sft", str(base), "--data", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o2"), *SFT],
@@ -168,11 +162,9 @@ def test_bad_input_is_one_clear_line(base, chats, tmp_path):
     (tmp_path / "noweights" / "config.yaml").write_text((base / "config.yaml").read_text())
     cases.append((["sft", str(tmp_path / "noweights"), "--out", str(tmp_path / "o3")], "no checkpoint"))
     for args, message in cases:
-        proc = run_cli(*args, check=False)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert message in fails(capsys, *args), args
     before = tree_digest(base)
-    proc = run_cli("sft", str(base), "--data", str(chats), "--out", str(base), *SFT, check=False)
-    assert proc.returncode == 2 and "--resume" in proc.stderr  # a run directory that holds another run
+    assert "--resume" in fails(capsys, "sft", base, "--data", chats, "--out", base, *SFT)  # it holds another run
     assert tree_digest(base) == before
 
 

@@ -160,3 +160,22 @@ def test_corpus_command_writes_gsm8k_style_jsonl(tmp_path):
     assert len(rows) == 5 and all(r["answer"].splitlines()[-1].startswith("#### ") for r in rows)
     bad = run_cli("corpus", "--out", str(out), "--split", "test", check=False)
     assert bad.returncode == 2 and "heldout" in bad.stderr
+
+
+def test_a_prepared_folder_records_its_tokenizers_vocabulary(tmp_path, corpus_jsonl):
+    """Trained on shards prepared elsewhere, the run's config holds the size of the tokenizer that made them, not
+    the preset's data.vocab_size (which trains no tokenizer here)."""
+    from scratchlm.cli import main
+    from scratchlm.run import read_config
+    from scratchlm.tokenizer import BPETokenizer
+
+    prepared = tmp_path / "prepared"
+    main(["prepare", "--data", str(corpus_jsonl), "--out", str(prepared), "--data.vocab_size", "340",
+          "--data.workers", "1"])
+    vocab = BPETokenizer.load(prepared / "tokenizer.json").vocab_size
+    at = FAST.index("--data.vocab_size")
+    fast = FAST[:at] + FAST[at + 2:]
+    main(["pretrain", "--data", str(prepared), "--out", str(tmp_path / "run"), "--max-steps", "1", "--samples", "0",
+          *fast])
+    cfg = read_config(tmp_path / "run")
+    assert cfg.model.vocab_size == vocab and cfg.data.vocab_size == vocab, (vocab, cfg.model, cfg.data)

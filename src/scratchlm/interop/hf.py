@@ -31,6 +31,7 @@ transformers is not imported here: it is an optional extra for users and tests, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -311,6 +312,14 @@ def _refuse(source: str, field: str, value: Any, why: str) -> ScratchError:
     return ScratchError(f"cannot import {source}: config.json {field} = {json.dumps(value)}: {why}")
 
 
+def _finite_positive(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number > 0
+
+
 def model_config_from_hf(hf: dict[str, Any], source: str) -> ModelConfig:
     """Our ModelConfig for a Llama config.json, or a ScratchError naming the field we cannot represent."""
     if hf.get("model_type") != "llama":
@@ -329,6 +338,10 @@ def model_config_from_hf(hf: dict[str, Any], source: str) -> ModelConfig:
     if rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)) != 1.0:
         raise _refuse(source, "partial_rotary_factor", rope.get("partial_rotary_factor",
                       hf.get("partial_rotary_factor")), "RoPE rotates the whole head")
+    theta_field = f"{rope_field}.rope_theta" if "rope_theta" in rope else "rope_theta"
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    if not _finite_positive(theta):
+        raise _refuse(source, theta_field, theta, "RoPE's base must be a finite positive number, such as 10000")
     try:
         dim, n_heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
         head_dim = int(hf.get("head_dim") or dim // n_heads)
@@ -347,7 +360,7 @@ def model_config_from_hf(hf: dict[str, Any], source: str) -> ModelConfig:
         return ModelConfig(
             vocab_size=int(hf["vocab_size"]), dim=dim, n_layers=int(hf["num_hidden_layers"]), n_heads=n_heads,
             n_kv_heads=int(hf.get("num_key_value_heads") or n_heads), ffn_hidden_dim=int(hf["intermediate_size"]),
-            max_seq_len=max_seq_len, rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            max_seq_len=max_seq_len, rope_theta=float(theta),
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
             init_std=float(hf.get("initializer_range", 0.02)), **scaling)
     except KeyError as exc:

@@ -68,7 +68,7 @@ from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.checkpoint import load_weights
 from scratchlm.train.companion import Companion
 from scratchlm.train.launch import Shares, launch
-from scratchlm.train.stage import IGNORE, Batch, LossOutput, Stage, split_rows, token_loss_sum, trained_tokens
+from scratchlm.train.stage import IGNORE, Batch, LossOutput, Stage, TokenStage, split_rows, token_loss_sum
 
 # What PPO changes from its parent's config (common.stage_config): the preference data's prompts, one sample of
 # each, a rollout of 32 prompts every 4 steps (2 passes of 2 minibatches), the KL penalty of InstructGPT's
@@ -170,33 +170,31 @@ def ppo_terms(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
                     approx_kl=(ratio - 1) - log_ratio)
 
 
-
-
 # ------------------------------------------------------------------------------------------- the stage
 
 
-class PPOStage:
-    """Rollouts of the policy, scored and valued, then PPO's minibatch steps over them (scratchlm.train.stage.Stage).
+class PPORollouts:
+    """PPO's batch source (scratchlm.train.stage.BatchSource): rollouts of the policy, scored and valued, dealt
+    into minibatches.
 
     A rollout feeds rl.steps_per_rollout optimizer steps: ppo.epochs passes over it, each in steps_per_rollout /
     epochs minibatches of rl.prompts_per_step prompts' samples. It is sampled when its first step comes (a
-    checkpoint is always between two rollouts), and each pass deals its rows into minibatches in an order drawn
-    from (seed, rollout, pass)."""
-
-    name = "ppo"
+    checkpoint is always between two rollouts), and each pass deals its samples into minibatches in an order drawn
+    from (seed, rollout, pass), the same on every layout: a minibatch holds one prompt of each place in a global
+    batch of rl.prompts_per_step prompts, and the data-parallel ranks split the places among them, so every rank
+    holds its share of every minibatch and one process and FSDP on 2 ranks take the same steps."""
 
     def __init__(self, cfg: Config, policy: nn.Module, models: PPOModels, rollouts: Rollouts, prompts: EpochBatches,
                  world: World, autocast: AbstractContextManager) -> None:
         self.cfg, self.policy, self.models, self.rollouts, self.prompts = cfg, policy, models, rollouts, prompts
         self.world, self.autocast = world, autocast
-        self.companion = models.value  # trained by the loop beside the policy (scratchlm.train.companion)
-        self.validation: list[Batch] = []  # measured by evaluating the finished run's samples instead
         self.minibatches = cfg.rl.steps_per_rollout // cfg.ppo.epochs
         self.rollout_index = -1
         self.data: Batch = {}
+        # Of each row of the rollout: the minibatch slot of the rollout that sampled it, and its prompt's place in
+        # that slot's global batch.
+        self.slots, self.places = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         self.stats: dict[str, float] = {}
-
-    # -- the batches
 
     def batch_for(self, step: int) -> Batch:
         index, within = divmod(step, self.cfg.rl.steps_per_rollout)
@@ -204,38 +202,16 @@ class PPOStage:
             self.data, self.stats = self.rollout(index)
             self.rollout_index = index
         epoch, part = divmod(within, self.minibatches)
-        rows = self.data["inputs"].shape[0]
-        size = rows // self.minibatches
-        order = np.random.default_rng([self.cfg.train.seed, index, epoch]).permutation(rows)
-        chosen = order[part * size:(part + 1) * size]
+        # Each place deals its prompts (one from each slot) to the pass's minibatches in an order of its own.
+        rng = np.random.default_rng([self.cfg.train.seed, index, epoch])
+        deal = np.stack([rng.permutation(self.minibatches) for _ in range(self.cfg.rl.prompts_per_step)])
+        chosen = np.flatnonzero(self.slots == deal[self.places, part])
         # Shortest first, so that each micro-batch is cut to little padding (split_rows).
         chosen = sorted(chosen.tolist(), key=lambda i: int(self.data["lengths"][i]))
         return {k: v[chosen] for k, v in self.data.items()}
 
-    def micro_batches(self, batch: Batch, size: int) -> list[Batch]:
-        return split_rows(batch, size)
-
-    def count(self, batch: Batch) -> int:
-        return trained_tokens(batch)
-
     def log_values(self, step: int) -> dict[str, float]:
         return self.stats
-
-    # -- the loss
-
-    def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
-        mask = (batch["targets"] != IGNORE).float()
-        logps = token_logps(model, batch["inputs"], batch["targets"])
-        values = self.models.value.model(batch["inputs"]).float()
-        p = self.cfg.ppo
-        terms = ppo_terms(logps, batch["old_logps"], batch["advantages"], values, batch["old_values"],
-                          batch["returns"], self.cfg.rl.clip_low, self.cfg.rl.clip_high, p.value_clip)
-        total = ((terms.policy + p.value_coef * terms.value) * mask).sum()
-        logged = {"policy_loss": terms.policy, "value_loss": terms.value, "clipfrac": terms.clipped,
-                  "value_clipfrac": terms.value_clipped, "approx_kl": terms.approx_kl}
-        return total, {name: (value.detach() * mask).sum() for name, value in logged.items()}
-
-    # -- the rollout
 
     @torch.no_grad()
     def rollout(self, index: int) -> tuple[Batch, dict[str, float]]:
@@ -245,9 +221,18 @@ class PPOStage:
         self.rollouts.sync(self.policy)
         # Minibatch slots index x minibatches, ...: each slot's prompts, whose samples the slot seeds.
         slots = range(index * self.minibatches, (index + 1) * self.minibatches)
-        prompts = [(slot, prompt) for slot in slots for (prompt,) in self.prompts.local_groups(slot)]
-        samples = [s for group in self.rollouts.sample(prompts, self.cfg.rl.group_size) for s in group]
-        samples.sort(key=lambda s: len(s.prompt.ids) + len(s.tokens))  # compact chunks for the passes below
+        prompts, where = [], []
+        for slot in slots:
+            places = {group[0].index: place for place, group in enumerate(self.prompts.global_groups(slot))}
+            for (prompt,) in self.prompts.local_groups(slot):
+                prompts.append((slot, prompt))
+                where.append((slot - slots[0], places[prompt.index]))
+        rows = [(sample, at) for group, at in zip(self.rollouts.sample(prompts, self.cfg.rl.group_size), where,
+                                                  strict=True) for sample in group]
+        rows.sort(key=lambda row: len(row[0].prompt.ids) + len(row[0].tokens))  # compact chunks for the passes
+        samples = [sample for sample, _ in rows]
+        self.slots, self.places = (np.array(column, dtype=np.int64) for column in zip(*(at for _, at in rows),
+                                                                                         strict=True))
         data = collate_samples(samples, self.rollouts.fmt.tokenizer.pad_id)
         mask = data["targets"] != IGNORE
         data["lengths"] = last_index(mask) + 1  # columns up to the response's end
@@ -299,6 +284,28 @@ def response_scores(reward_model: nn.Module, inputs: torch.Tensor, targets: torc
     ids = ids.scatter(1, (last + 1)[:, None], targets.gather(1, last[:, None]))
     scores = reward_model(ids[:, :int(last.max()) + 2]).float()
     return scores.gather(1, (last + 1)[:, None]).squeeze(1)
+
+
+class PPOStage(TokenStage):
+    """PPO's clipped policy and value losses over response tokens: a token stage whose batches are the policy's
+    own rollouts (PPORollouts) and whose loss also trains the value model, the loop's companion."""
+
+    def __init__(self, source: PPORollouts, cfg: Config) -> None:
+        super().__init__("ppo", source)  # no validation set: measured by evaluating the finished run's samples
+        self.cfg = cfg
+        self.companion = source.models.value  # trained by the loop beside the policy (scratchlm.train.companion)
+
+    def loss(self, model: nn.Module, batch: Batch) -> LossOutput:
+        mask = (batch["targets"] != IGNORE).float()
+        logps = token_logps(model, batch["inputs"], batch["targets"])
+        values = self.companion.model(batch["inputs"]).float()
+        p = self.cfg.ppo
+        terms = ppo_terms(logps, batch["old_logps"], batch["advantages"], values, batch["old_values"],
+                          batch["returns"], self.cfg.rl.clip_low, self.cfg.rl.clip_high, p.value_clip)
+        total = ((terms.policy + p.value_coef * terms.value) * mask).sum()
+        logged = {"policy_loss": terms.policy, "value_loss": terms.value, "clipfrac": terms.clipped,
+                  "value_clipfrac": terms.value_clipped, "approx_kl": terms.approx_kl}
+        return total, {name: (value.detach() * mask).sum() for name, value in logged.items()}
 
 
 # ------------------------------------------------------------------------------------------- the command
@@ -404,7 +411,8 @@ def ppo(cfg: Config, parent_run: Path, run_dir: Path, resume: bool = False,
                 f"steps ({cfg.ppo.epochs} passes); {t.max_steps} steps = "
                 f"{order.epoch_of(t.max_steps // cfg.ppo.epochs):.2f} epochs of the prompts; reward model "
                 f"{cfg.ppo.reward_model}, KL coefficient {r.kl_coef}")
-            return PPOStage(cfg, shares.model, models, Rollouts(cfg, fmt, world.device), order, world, autocast)
+            return PPOStage(PPORollouts(cfg, shares.model, models, Rollouts(cfg, fmt, world.device), order, world,
+                                        autocast), cfg)
         return fmt.tokenizer, stage
 
     return launch(cfg, run_dir, resume, data, user_keys, parent_checkpoint=parent_ckpt,

@@ -3,15 +3,18 @@
     join the world (every layout error first), resolve the precision and train.compile
     -> check the run directory (resume? same model? same data stream?), on every rank, before slow work
     -> the command's data: its tokenizer and its stage (pretraining prepares shards; SFT reads its parent)
-    -> fit the micro-batch to this layout; write config.yaml and tokenizer.json (rank 0)
+    -> fit the micro-batch to this layout
     -> build the model on the meta device, split into pipeline stages, parallelize (TP, AC, compile,
        FSDP), then allocate and initialise only this rank's shards
-    -> AdamW; restore a checkpoint when resuming, else start from the parent run's weights, if any
+    -> AdamW; restore a checkpoint when resuming (a companion's too), else start from the parent run's
+       weights, if any
+    -> write config.yaml and tokenizer.json (rank 0): after every read that can refuse a damaged checkpoint
     -> Trainer.fit(), with the scores of train.eval_tasks at each validation when they are set
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from scratchlm.model import flops_per_token, num_params
 from scratchlm.parallel.build import build_parallel_model
 from scratchlm.parallel.parallelize import mixed_precision, uses_fsdp
 from scratchlm.parallel.world import World, env_world_size, resolve_dims, setup_world
-from scratchlm.run import check_run_dir, start_run
+from scratchlm.run import check_run_dir, check_start, start_run
 from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.checkpoint import load_checkpoint, load_weights
 from scratchlm.train.compile import choose_compile
@@ -132,11 +135,9 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
     ckpt = check_run_dir(run_dir, cfg, resume, announce=world.is_main)
     tokenizer, make_stage = data(world)
     check_vocab(cfg, tokenizer, user_keys)
-    start_run(run_dir, cfg, tokenizer, ckpt, write=world.is_main)  # only rank 0 writes to it
-    if write_files is not None and world.is_main:
-        write_files(run_dir)
-    world.barrier()
+    check_start(run_dir, tokenizer, ckpt)
     # config.yaml keeps what was asked (auto decides again for a derived run); the model and the loop get the mode.
+    asked = copy.deepcopy(cfg)
     cfg.train.compile = compile_mode
 
     model, pipeline = build_parallel_model(cfg, world, token_loss_sum)
@@ -158,6 +159,16 @@ def _launch(cfg: Config, run_dir: Path, resume: bool, data: DataFn, user_keys: f
                     val_batch_rows=local_batch if pipeline is not None else t.micro_batch_size,
                     val_sequences=val_sequences, model=model)
     stage = make_stage(shares)
+    companion = getattr(stage, "companion", None)  # a second model the stage trains (PPO's value model)
+    if ckpt is not None and companion is not None:
+        companion.load(run_dir, start)
+    # Only once every checkpoint it resumes from has been read does the run directory change: a damaged one is
+    # refused with the directory as it was. Only rank 0 writes to it.
+    if world.is_main:
+        start_run(run_dir, asked, tokenizer)
+        if write_files is not None:
+            write_files(run_dir)
+    world.barrier()
     say(describe(cfg))
     say(f"{t.global_batch_tokens:,} tokens per step ({t.global_batch} x {t.seq_len}, "
         f"{local_batch // t.micro_batch_size} micro-batches of {t.micro_batch_size} per data-parallel rank); "

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from scratchlm.config import Config
 from scratchlm.data.loader import TrainBatches, validation_windows
 from scratchlm.data.prepare import prepare, same_tokenizer
+from scratchlm.data.sources import prepared_dir
 from scratchlm.parallel.world import World
 from scratchlm.tokenizer import BPETokenizer
 from scratchlm.train.launch import Shares, launch
@@ -29,6 +30,9 @@ def pretrain(cfg: Config, run_dir: Path, resume: bool = False, user_keys: frozen
     def data(world: World) -> tuple[BPETokenizer, Callable[[Shares], Stage]]:
         # rank 0 fills the shared cache first; then every rank must hold the same tokenizer
         prepared = world.main_first(lambda: prepare(cfg.data), agree=same_tokenizer)
+        tokenizer = prepared.tokenizer()
+        if prepared_dir(cfg.data.source) is not None:  # its tokenizer was trained elsewhere, at a size of its own
+            cfg.data.vocab_size = tokenizer.vocab_size
         t = cfg.train
 
         def stage(shares: Shares) -> Stage:
@@ -41,6 +45,6 @@ def pretrain(cfg: Config, run_dir: Path, resume: bool = False, user_keys: frozen
                            f"validation: {val['targets'].shape[0]} windows")
             return TokenStage("pretrain", batches, shard_validation(val, shares.dp_rank, shares.dp_size,
                                                                      shares.val_batch_rows))
-        return prepared.tokenizer(), stage
+        return tokenizer, stage
 
     return launch(cfg, run_dir, resume, data, user_keys)

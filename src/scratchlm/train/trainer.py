@@ -111,9 +111,8 @@ class Trainer:
         self.stage, self.world, self.pipeline, self.device = stage, world, pipeline, world.device
         self.params = [p for p in model.parameters() if p.requires_grad]
         # A second model that the stage trains from the same loss (PPO's value model), if any.
+        # Restored with the model's checkpoint when resuming (scratchlm.train.launch).
         self.companion: Companion | None = getattr(stage, "companion", None)
-        if self.companion is not None and start_step:
-            self.companion.load(self.run_dir, start_step)
         # train.compile model (as launch resolved it): the training loss runs compiled; validation stays eager,
         # since its forward-only graph would be a second compile for a small share of the steps.
         self.compiled_loss = compile_loss(stage.loss) if cfg.train.compile == "model" else None
