@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # stages import their modules lazily, so `scratchlm --help` s
 
 # Shortcuts for the most used config fields; every other field is --section.field VALUE.
 ALIASES = {"data": "data.source", "max_steps": "train.max_steps", "algo": "rl.algo", "reward": "rl.reward",
-           "reward_model": "ppo.reward_model"}
+           "reward_model": "ppo.reward_model", "rl_tools": "rl.tools"}
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -383,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", help="the verifiable reward: gsm8k (default; rl.reward), the right final answer")
     p.add_argument("--reward-model", help="ppo: the reward model's run (scratchlm reward) to optimise against; the "
                    "value model starts from it (ppo.reward_model)")
+    p.add_argument("--tools", dest="rl_tools", help="tools the rollouts run: calculator (rl.tools; as eval --tools)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.set_defaults(func=cmd_rl)
 

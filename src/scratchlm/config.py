@@ -177,6 +177,9 @@ class RLConfig:
     kl_coef: float = 0.0  # beta of the k3 KL penalty to the reference (the parent's weights); 0: logged only
     loss_type: str = "grpo"  # how token losses are averaged: grpo (per sequence) | dr_grpo | dapo (per token)
     scale_rewards: bool = True  # divide each group's advantages by its reward's std (Dr. GRPO: false)
+    # tools the rollouts run (calculator: the engine computes each <<expression= the policy writes); what a
+    # tool feeds is part of the scored text but not the policy's action, so it is not trained
+    tools: str = ""
 
 
 @dataclass
@@ -443,10 +446,14 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ScratchError(message)
-    try:
-        parse_tools(cfg.sft.tools)
-    except ScratchError as exc:
-        raise ScratchError(f"sft.tools: {exc}") from None
+    for key, tools in (("sft.tools", cfg.sft.tools), ("rl.tools", cfg.rl.tools)):
+        try:
+            parse_tools(tools)
+        except ScratchError as exc:
+            raise ScratchError(f"{key}: {exc}") from None
+    if cfg.rl.tools and cfg.rl.algo == "ppo":
+        raise ScratchError("rl.tools runs with --algo grpo only: PPO's advantages run over a response without the "
+                           "holes a tool's fed tokens leave; drop --tools")
     if t.eval_tasks:
         from scratchlm.eval.evaluate import check_tasks  # the task registry imports the evaluation modules
 

@@ -110,9 +110,18 @@ def test_row_weights_give_each_normalisation(loss_type):
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
 
 
+def test_what_a_tool_feeds_is_read_but_not_trained():
+    """A calculator's result is in the row the policy reads, and never a target: the policy did not choose it."""
+    sample = Sample(Prompt(0, [5, 6], {}), [8, 9, 10, 2], [-1.0, 0.0, 0.0, -0.5], [False, True, True, False],
+                    truncated=False)
+    batch = collate_samples([sample], pad_id=0)
+    assert batch["inputs"].tolist() == [[5, 6, 8, 9, 10]]
+    assert batch["targets"].tolist() == [[IGNORE, 8, IGNORE, IGNORE, 2]]
+
+
 def test_stage_loss_on_a_hand_made_batch_is_the_formula():
-    samples = [Sample(Prompt(0, [5, 6, 7], {}), [8, 9, 2], [-1.0, -2.0, -0.5], truncated=False),
-               Sample(Prompt(1, [5, 6], {}), [11, 3], [-0.25, -4.0], truncated=False)]
+    samples = [Sample(Prompt(0, [5, 6, 7], {}), [8, 9, 2], [-1.0, -2.0, -0.5], [False] * 3, truncated=False),
+               Sample(Prompt(1, [5, 6], {}), [11, 3], [-0.25, -4.0], [False] * 2, truncated=False)]
     batch = collate_samples(samples, pad_id=0)
     assert batch["inputs"].tolist() == [[5, 6, 7, 8, 9], [5, 6, 11, 0, 0]]
     assert batch["targets"].tolist() == [[IGNORE, IGNORE, 8, 9, 2], [IGNORE, 11, 3, IGNORE, IGNORE]]
@@ -194,6 +203,9 @@ def test_bad_input_is_one_clear_line(base, tmp_path, capsys):
         (["rl", str(base), "--out", out, "--algo", "ppo"], "needs a reward model to optimise against"),
         (["rl", str(base), "--out", out, "--reward", "vibes"], "--reward must be one of gsm8k"),
         (["rl", str(base), "--out", out, "--rl.steps_per_rollout", "3"], "multiples of rl.steps_per_rollout 3"),
+        (["rl", str(base), "--out", out, "--tools", "abacus"], "rl.tools: "),
+        (["rl", str(base), "--out", out, "--algo", "ppo", "--reward-model", str(reward_model), "--tools", "calculator"],
+         "rl.tools runs with --algo grpo only"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as exited:

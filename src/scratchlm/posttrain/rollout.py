@@ -36,6 +36,7 @@ from scratchlm.eval import gsm8k
 from scratchlm.eval.scorer import cut_at_stops
 from scratchlm.infer.engine import Completion, Engine
 from scratchlm.infer.sampling import SamplingParams
+from scratchlm.infer.tools import parse_tools
 from scratchlm.model import Transformer
 from scratchlm.posttrain.rewards import REWARDS, RewardFn
 from scratchlm.train.stage import IGNORE, Batch
@@ -53,6 +54,7 @@ class Sample:
     prompt: Prompt
     tokens: list[int]  # the completion, with the stop token that ended it
     logprobs: list[float]  # of each token, under the sampling policy at temperature 1
+    forced: list[bool]  # fed by a tool (rl.tools), not sampled: scored with the text, never trained
     truncated: bool  # cut by rl.max_new_tokens before it ended its turn
     reward: float = 0.0
     correct: bool = False
@@ -112,6 +114,7 @@ class Rollouts:
         # PPO's responses are scored by its reward model instead.
         self.reward_fn = reward_function(cfg.rl.reward) if cfg.rl.algo == "grpo" else None
         self.stop_ids = frozenset(generation_stop_ids(fmt.tokenizer, fmt))
+        self.tools = parse_tools(cfg.rl.tools)
         self.copy: Transformer | None = None
 
     def sync(self, policy: nn.Module) -> None:
@@ -134,7 +137,7 @@ class Rollouts:
         for j in range(group_size):
             for g, (step, prompt) in enumerate(prompts):
                 params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                        seed=sample_seed(self.cfg.train.seed, step, prompt.index, j))
+                                        seed=sample_seed(self.cfg.train.seed, step, prompt.index, j), tools=self.tools)
                 requests.append((g, j, engine.add_request(prompt.ids, params)))
         done = {request_id: Completion(request_id) for _, _, request_id in requests}
         while engine.has_work():
@@ -143,7 +146,7 @@ class Rollouts:
         groups: list[list[Sample]] = [[] for _ in prompts]
         for g, _, request_id in requests:  # sample j of every group before sample j + 1
             out, prompt = done[request_id], prompts[g][1]
-            sample = Sample(prompt, out.token_ids, out.logprobs, truncated=out.finish_reason == "length")
+            sample = Sample(prompt, out.token_ids, out.logprobs, out.forced, truncated=out.finish_reason == "length")
             if self.reward_fn is not None:
                 sample.reward, sample.correct = self.reward_fn(self.text(out.token_ids), prompt.problem, r)
             groups[g].append(sample)
@@ -155,8 +158,8 @@ class Rollouts:
 
 
 def collate_samples(samples: list[Sample], pad_id: int) -> Batch:
-    """Rows of prompt + completion, padded: inputs, targets (the completion's tokens; IGNORE elsewhere) and
-    old_logps (the sampler's log-probability of each target; 0 elsewhere)."""
+    """Rows of prompt + completion, padded: inputs, targets (the completion's sampled tokens; IGNORE elsewhere,
+    a tool's forced tokens too) and old_logps (the sampler's log-probability of each target; 0 elsewhere)."""
     width = max(len(s.prompt.ids) + len(s.tokens) - 1 for s in samples)
     inputs = torch.full((len(samples), width), pad_id, dtype=torch.long)
     targets = torch.full((len(samples), width), IGNORE, dtype=torch.long)
@@ -165,6 +168,7 @@ def collate_samples(samples: list[Sample], pad_id: int) -> Batch:
         row = s.prompt.ids + s.tokens
         start = len(s.prompt.ids) - 1  # the position whose next token is the completion's first
         inputs[i, :len(row) - 1] = torch.tensor(row[:-1])
-        targets[i, start:start + len(s.tokens)] = torch.tensor(s.tokens)
+        targets[i, start:start + len(s.tokens)] = torch.tensor(
+            [IGNORE if forced else token for token, forced in zip(s.tokens, s.forced, strict=True)])
         old_logps[i, start:start + len(s.tokens)] = torch.tensor(s.logprobs)
     return {"inputs": inputs, "targets": targets, "old_logps": old_logps}
