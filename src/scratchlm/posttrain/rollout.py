@@ -130,7 +130,7 @@ class Rollouts:
         assert self.copy is not None, "sync the policy's weights first"
         r = self.cfg.rl
         # A fresh engine each time: its prefix cache holds keys of the weights it computed them with.
-        engine = Engine(self.copy, self.stop_ids, max_running=len(prompts) * group_size)
+        engine = Engine(self.copy, self.stop_ids, self.fmt.tokenizer, max_running=len(prompts) * group_size)
         requests = []
         # The first sample of every prompt first: they are prefilled together, and the other samples then
         # find each prompt's blocks in the prefix cache.
