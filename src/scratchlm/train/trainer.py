@@ -89,7 +89,8 @@ class Pending:
     loss: torch.Tensor
     grad_norm: torch.Tensor
     lr: float
-    tokens: int  # seen so far, this step included
+    tokens: int  # read so far, this step included
+    step_tokens: int  # read by this step: its rows as the stage cut them, over the data-parallel ranks
     skipped: bool
     extra: dict[str, float]  # the batch source's numbers
     values: dict[str, torch.Tensor]  # the loss's other values, scaled as the loss is
@@ -121,7 +122,6 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.is_main = world.is_main
         t = cfg.train
-        self.tokens_per_step = t.global_batch_tokens
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" and autocast
                          else nullcontext())
         self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
@@ -133,11 +133,11 @@ class Trainer:
             tqdm.write(f"note: the bf16 peak of '{torch.cuda.get_device_name(self.device)}' is not known, so MFU is "
                        "not reported; give it with --train.peak_flops (FLOP/s per GPU)")
 
-    def _sum_over_batch(self, value: float) -> float:
-        """Sum a per-rank number over the data-parallel ranks (World.sum_over_batch)."""
+    def _sum_over_batch(self, values: list[float]) -> list[float]:
+        """Sum per-rank numbers over the data-parallel ranks (World.sum_over_batch), in one collective."""
         if not self.world.distributed:
-            return value
-        return self.world.sum_over_batch(torch.tensor(value, dtype=torch.float64, device=self.device)).item()
+            return values
+        return self.world.sum_over_batch(torch.tensor(values, dtype=torch.float64, device=self.device)).tolist()
 
     def _moved(self, batch: Batch) -> Batch:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -150,14 +150,16 @@ class Trainer:
         if self.companion is not None:
             self.companion.set_lr(lr)
         batch = self.stage.batch_for(self.step)
-        count = self._sum_over_batch(self.stage.count(batch))
+        micro = [batch] if self.pipeline is not None else self.stage.micro_batches(batch, cfg.train.micro_batch_size)
+        # The tokens the forward reads, for tokens/s, MFU and the tokens trained: pretraining's rows are full
+        # (global_batch_tokens), while SFT's and RL's end where their text does, well short of the budget.
+        count, read = self._sum_over_batch([self.stage.count(batch), sum(part["inputs"].numel() for part in micro)])
         scale = self.world.dims.dp / max(count, 1)  # data-parallel averaging x dp, then / the global count
         sums: dict[str, torch.Tensor] = {}
         if self.pipeline is not None:
             with self.autocast:
                 total = self.pipeline.step(batch["inputs"].to(self.device), batch["targets"].to(self.device), scale)
         else:
-            micro = self.stage.micro_batches(batch, cfg.train.micro_batch_size)
             loss_fn = self.compiled_loss or self.stage.loss
             total = torch.zeros((), device=self.device)
             for i, part in enumerate(micro):
@@ -188,8 +190,8 @@ class Trainer:
         if self.companion is not None:
             self.companion.zero_grad()
         self.step += 1
-        self.state["tokens"] += self.tokens_per_step
-        return Pending(self.step, total, grad_norm, lr, self.state["tokens"], skipped,
+        self.state["tokens"] += int(read)
+        return Pending(self.step, total, grad_norm, lr, self.state["tokens"], int(read), skipped,
                        self.stage.log_values(self.step - 1), sums)
 
     def _skip(self, grad_norm: torch.Tensor, count: float) -> None:
@@ -238,7 +240,7 @@ class Trainer:
         (val_*) and the task scores (eval/...), which go into the last step's record."""
         if not pending:
             return
-        tokens_per_s = self.tokens_per_step * len(pending) / max(seconds, 1e-9)
+        tokens_per_s = sum(p.step_tokens for p in pending) / max(seconds, 1e-9)
         world_size = self.world.dims.world_size
         mfu = tokens_per_s * self.flops_per_token / (self.peak * world_size) if self.peak else None
         records = []
