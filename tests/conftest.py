@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,13 @@ FAST = ["--model.dim", "64", "--model.n_layers", "2", "--model.n_heads", "4", "-
         "--train.micro_batch_size", "4", "--train.global_batch_tokens", "256", "--data.vocab_size", "320",
         "--train.eval_every", "4", "--train.eval_batches", "2", "--train.log_every", "2",
         "--data.workers", "1", "--optim.warmup_steps", "2"]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a rendezvous or a server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

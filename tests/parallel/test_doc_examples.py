@@ -9,14 +9,13 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 DOCS = [ROOT / "README.md", ROOT / "docs" / "scaling.md"]
 
@@ -34,11 +33,6 @@ def torchrun_examples() -> list[tuple[str, str]]:
                     found.append((path.name, command))
     return found
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def on_cpu(command: str, data: Path, out: Path) -> list[str]:

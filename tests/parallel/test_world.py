@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, free_port, write_jsonl
 
 SCENARIOS = ["main_raises_oserror", "other_raises_runtime_error", "main_raises_scratch_error", "same_data",
              "different_tokenizers", "from_main", "from_main_raises"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
