@@ -74,10 +74,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a scratchlm subprocess: this checkout's sources, one torch thread per process."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **extra}
+
+
+def start_ranks(cmd: list[str], nproc: int) -> list[subprocess.Popen]:
+    """`cmd` as the nproc ranks of one job on this machine, each in the environment torchrun would give it but
+    as a process of its own: torchrun stops the other ranks the moment one exits."""
+    env = subprocess_env(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
+                         MASTER_PORT=str(free_port()))
+    return [subprocess.Popen(cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for rank in range(nproc)]
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m scratchlm ARGS` in a subprocess, as a user would."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "scratchlm", *args], capture_output=True, text=True, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "scratchlm", *args], capture_output=True, text=True,
+                          env=subprocess_env(**(env or {})),
                           timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"scratchlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -4,7 +4,6 @@ chat tests; and the small chat run it serves."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import FAST, ROOT, run_cli
+from conftest import FAST, run_cli, subprocess_env
 
 LISTENING = re.compile(r"on (http://127\.0\.0\.1:\d+)")
 
@@ -90,10 +89,9 @@ class LiveServer:
 def start_server(run_dir: Path, log: Path, *args: str, env: dict | None = None, timeout: float = 180) -> LiveServer:
     """`scratchlm serve RUN_DIR --port 0 ARGS`, once it answers /health. Its output goes to `log` (a pipe
     nobody reads would fill up and stall it)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "scratchlm", "serve", str(run_dir), "--port", "0", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=full_env)
+                                stdout=out, stderr=subprocess.STDOUT, env=subprocess_env(**(env or {})))
     deadline = time.monotonic() + timeout
     while not (found := LISTENING.search(log.read_text())):
         if proc.poll() is not None or time.monotonic() > deadline:

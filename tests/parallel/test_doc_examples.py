@@ -5,7 +5,6 @@ node, one node (the multi-node rendezvous on this machine), the tiny preset, a f
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, subprocess_env
 
 DOCS = [ROOT / "README.md", ROOT / "docs" / "scaling.md"]
 
@@ -32,7 +31,6 @@ def torchrun_examples() -> list[tuple[str, str]]:
                 if line.startswith("torchrun ") and command not in [c for _, c in found]:
                     found.append((path.name, command))
     return found
-
 
 
 def on_cpu(command: str, data: Path, out: Path) -> list[str]:
@@ -65,7 +63,6 @@ def test_the_docs_show_torchrun_examples():
 @pytest.mark.parametrize("where,command", EXAMPLES, ids=[f"{w}:{c[:60]}" for w, c in EXAMPLES])
 def test_documented_torchrun_command_runs(where, command, corpus_jsonl, tmp_path):
     cmd = on_cpu(command, corpus_jsonl, tmp_path / "run")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     assert proc.returncode == 0, f"{where}: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "run" / "checkpoints" / "step_000002").is_dir()

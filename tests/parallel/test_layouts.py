@@ -7,7 +7,6 @@ global batch; the per-step losses come from metrics.jsonl and must agree with th
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ from safetensors.torch import load_file
 from scratchlm.run import load_run
 from scratchlm.train.metrics import read_metrics
 
-from conftest import FAST, ROOT, free_port, run_cli
+from conftest import FAST, run_cli, start_ranks, subprocess_env
 
 STEPS = 10
 # fp32 so the comparison measures the parallelism, not bf16 rounding; one schedule for the chained runs.
@@ -28,14 +27,12 @@ UNTIED = ["--model.tie_embeddings", "false"]  # pipeline stages cannot share the
 
 
 def torchrun(nproc: int, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "scratchlm", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"torchrun {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
-
 
 
 def losses(run_dir) -> list[float]:
@@ -131,15 +128,11 @@ def test_one_process_checkpoint_resumes_sharded(reference, corpus_jsonl, tmp_pat
 def test_bad_layout_fails_on_every_rank(nproc, args, message, corpus_jsonl, tmp_path):
     """Each rank refuses by itself, with one line and no traceback, so none waits for a peer that is gone.
 
-    The ranks are started as torchrun starts them (its environment variables) but as separate processes:
-    torchrun stops the others the moment one fails, so under it how many had printed is a race."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "WORLD_SIZE": str(nproc),
-           "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    The ranks run without torchrun (conftest.start_ranks): it stops the others the moment one fails, so under it
+    how many had printed is a race."""
     cmd = [sys.executable, "-m", "scratchlm", "pretrain", "--data", str(corpus_jsonl), "--out", str(tmp_path / "run"),
            *COMMON, *args]
-    ranks = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(nproc)]
-    for rank in ranks:
+    for rank in start_ranks(cmd, nproc):
         _, stderr = rank.communicate(timeout=300)
         assert rank.returncode == 2, stderr
         assert stderr.strip().splitlines()[-1].startswith(f"error: {message}"), stderr

@@ -24,15 +24,14 @@ from scratchlm.parallel.planner import layout_bytes, model_weights, plan, stage_
 from scratchlm.parallel.world import ParallelDims
 from scratchlm.train.stage import token_loss_sum
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, subprocess_env
 
 # pp x dp_shard x tp x dp_replicate on 4 ranks: FSDP, HSDP, FSDP x TP, PP x FSDP, PP x TP, replicas x TP, DDP.
 LAYOUTS = ["1x4x1x1", "1x2x1x2", "1x2x2x1", "2x2x1x1", "2x1x2x1", "1x1x2x2", "1x1x1x4"]
 
 
 def test_state_bytes_equal_real_shards(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests' / 'parallel'}",
-           "OMP_NUM_THREADS": "1"}
+    env = subprocess_env(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests' / 'parallel'}")
     script = ROOT / "tests" / "parallel" / "shard_bytes.py"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
                            str(script), str(tmp_path), *LAYOUTS], capture_output=True, text=True, env=env, timeout=600)

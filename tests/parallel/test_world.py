@@ -5,17 +5,14 @@ A rank left waiting would fail with gloo's timeout instead of the message checke
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, free_port, write_jsonl
+from conftest import ROOT, start_ranks, write_jsonl
 
 SCENARIOS = ["main_raises_oserror", "other_raises_runtime_error", "main_raises_scratch_error", "same_data",
              "different_tokenizers", "from_main", "from_main_raises"]
-
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +20,7 @@ def outcomes(tmp_path_factory) -> dict[str, list[dict]]:
     out, data = tmp_path_factory.mktemp("outcomes"), tmp_path_factory.mktemp("data")
     write_jsonl(data / "same.jsonl", 40, seed=1)
     script = ROOT / "tests" / "parallel" / "main_first_ranks.py"
-    base = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(out), str(data), *SCENARIOS],
-                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    procs = start_ranks([sys.executable, str(script), str(out), str(data), *SCENARIOS], 2)
     for proc in procs:
         _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr[-3000:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from scratchlm.posttrain.rollout import Prompt, Sample, collate_samples
 from scratchlm.train.metrics import read_metrics
 from scratchlm.train.stage import IGNORE
 
-from conftest import ROOT, small_model_config
+from conftest import small_model_config, subprocess_env
 
 SCRIPT = Path(__file__).with_name("rl_text_length.py")  # scratchlm with a reward that differs within each group
 # 4 prompts x 4 samples of 8 tokens per step, two steps per rollout (the second learns from older samples, so
@@ -39,10 +38,9 @@ CURVE = ("loss", "reward", "pass@1", "response_length", "kl", "clip_fraction", "
 
 
 def rl_cli(*args: str, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
-    proc = subprocess.run([sys.executable, *launcher, str(SCRIPT), *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, *launcher, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"scratchlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
