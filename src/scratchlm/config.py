@@ -80,6 +80,10 @@ class TrainConfig:
     micro_batch_size: int = 8  # sequences per forward/backward on one data-parallel rank
     global_batch_tokens: int = 4096  # tokens per optimizer step over all ranks; sets gradient accumulation
     max_steps: int = 1400  # about 5.7M tokens: past where the tiny model learns to copy from its context
+    # > 0: a wall-clock budget for the training loop, first compile included. After its first steps (inside the
+    # warmup, whose rates do not depend on the run's length) the run times itself and lowers max_steps to what
+    # fits; config.yaml records the count, and a resume keeps it. 0: max_steps as given.
+    max_minutes: float = 0.0
     precision: str = "auto"  # "auto" (bf16 where the hardware has it natively) | "bf16" (autocast) | "fp32"
     # torch.compile: "auto" (what pays off for this run, compile time counted) | "off" | "model" (one process:
     # the whole model and its loss) | "blocks" (each block, as FSDP and TP need); see scratchlm.train.compile
@@ -390,6 +394,18 @@ def load_config(preset_name: str | None = None, config_file: str | Path | None =
     return cfg
 
 
+BUDGET_STEPS = 10  # steps a run with train.max_minutes times before it fixes its length
+
+
+def budget_step(cfg: Config) -> int:
+    """The step after which train.max_minutes sets train.max_steps: one whose learning rate, and every earlier
+    one's, does not depend on the run's length. That holds inside the warmup, and everywhere when the
+    schedule's length is fixed (optim.lr_decay_steps) or the rate is constant (optim.min_lr_ratio 1)."""
+    o = cfg.optim
+    fixed = o.lr_decay_steps > 0 or o.min_lr_ratio == 1.0
+    return BUDGET_STEPS if fixed else min(BUDGET_STEPS, o.warmup_steps)
+
+
 def validate(cfg: Config) -> None:
     """Reject configs that cannot train, before anything is allocated."""
     m, t, o = cfg.model, cfg.train, cfg.optim
@@ -424,6 +440,11 @@ def validate(cfg: Config) -> None:
         (o.warmup_steps >= 0 and o.grad_clip >= 0 and o.weight_decay >= 0,
          "optim.warmup_steps, optim.grad_clip and optim.weight_decay must not be negative"),
         (t.max_steps >= 1, f"train.max_steps must be at least 1, got {t.max_steps}"),
+        (t.max_minutes >= 0, f"train.max_minutes must be 0 (no budget) or positive, got {t.max_minutes}"),
+        (t.max_minutes == 0 or budget_step(cfg) >= 2,
+         f"train.max_minutes times the run during its warmup, whose rates do not depend on the run's length, and "
+         f"optim.warmup_steps {o.warmup_steps} leaves no step to time after the first (which compiles); use "
+         "--optim.warmup_steps 2 or more, or fix the schedule's length with --optim.lr_decay_steps"),
         (t.seq_len >= 2, f"train.seq_len must be at least 2, got {t.seq_len}"),
         (t.seq_len <= m.max_seq_len,
          f"train.seq_len {t.seq_len} exceeds model.max_seq_len {m.max_seq_len}; raise model.max_seq_len"),

@@ -51,6 +51,24 @@ def test_resume_continues_bit_for_bit(tmp_path, corpus_jsonl):
     assert len(losses(tmp_path / "straight")) == 8
 
 
+def test_a_time_budget_sets_the_length_once_and_a_resume_keeps_it(tmp_path, corpus_jsonl):
+    """A budget too short for more than the timed steps (warmup 2: both timed) cuts the run to them, writes that
+    length into config.yaml and keeps it on --resume; a budget that fits every step changes nothing."""
+    common = ["--data", str(corpus_jsonl), "--samples", "0", "--max-steps", "12", *FAST]
+    run = tmp_path / "short"
+    out = run_cli("pretrain", "--out", str(run), "--train.max_minutes", "0.0001", *common)
+    assert "train.max_minutes 0.0001: 2 steps of 12 fit" in out.stderr + out.stdout
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert "max_steps: 2\n" in (run / "config.yaml").read_text()
+    assert (run / "checkpoints" / "step_000002").is_dir()
+    again = run_cli("pretrain", "--out", str(run), "--train.max_minutes", "0.0001", "--resume", *common)
+    assert "max_steps changed" not in again.stderr + again.stdout
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    roomy = run_cli("pretrain", "--out", str(tmp_path / "roomy"), "--train.max_minutes", "60", *common)
+    assert "fit, at" not in roomy.stderr + roomy.stdout
+    assert len((tmp_path / "roomy" / "metrics.jsonl").read_text().splitlines()) == 12
+
+
 def test_existing_run_needs_resume_and_same_model(trained):
     before = tree_digest(trained / "checkpoints")
     again = run_cli("pretrain", "--out", str(trained), "--max-steps", "9", *FAST, check=False)
@@ -116,6 +134,7 @@ def test_model_vocab_that_disagrees_with_the_tokenizer_is_refused(tmp_path, corp
     (["--model.n_heads", "3"], "not divisible"),
     (["--model.n_kv_heads", "3"], "must divide"),
     (["--data.dtype", "uint16", "--data.vocab_size", "70000"], "does not fit uint16"),
+    (["--train.max_minutes", "5", "--optim.warmup_steps", "1"], "leaves no step to time after the first"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, corpus_jsonl, args, message):
     base = ["--data", str(corpus_jsonl)] if "--data" not in args else []

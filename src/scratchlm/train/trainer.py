@@ -14,6 +14,7 @@ this loop owns everything else:
         every eval_every: validation loss (sum over a fixed set of windows / their trained tokens), and with
                           train.eval_tasks the tasks' scores (scratchlm.train.task_scores)
         every save_every: checkpoint (after the watch has seen every loss up to it)
+    with train.max_minutes: after the first steps, max_steps becomes the steps that fit the budget
 
 A stage may bring a companion (scratchlm.train.companion: PPO's value model), a second model that its loss
 also trains: it takes the same learning rate, its own clip and AdamW step (skipped with the model's), and a
@@ -43,12 +44,13 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
-from scratchlm.config import Config
+from scratchlm.config import Config, budget_step
 from scratchlm.hardware import peak_flops
 from scratchlm.model import flops_per_token
 from scratchlm.parallel.parallelize import set_gradient_sync
 from scratchlm.parallel.pipeline import Pipeline
 from scratchlm.parallel.world import World
+from scratchlm.run import CONFIG_FILE, read_config
 from scratchlm.train.checkpoint import save_checkpoint
 from scratchlm.train.companion import Companion
 from scratchlm.train.compile import compile_loss
@@ -60,6 +62,8 @@ from scratchlm.train.stage import Batch, Stage
 # -> {"eval/<task>/<metric>": score}, on the logging rank.
 TaskScoresFn = Callable[[nn.Module, int], dict[str, float | None]]
 MAX_SKIPPED_IN_A_ROW = 3  # non-finite gradients this many steps running mean the run has diverged
+# Share of train.max_minutes left for what the steps' pace does not show: validations, checkpoints, plots.
+BUDGET_RESERVE = 0.05
 
 
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float, world: World) -> tuple[torch.Tensor, bool]:
@@ -276,6 +280,30 @@ class Trainer:
         bar.update(len(pending))
         pending.clear()
 
+    def _fit_budget(self, started: float, paced_from: tuple[int, float], bar: tqdm) -> None:
+        """train.max_minutes: lower max_steps to the steps that fit in what is left of the budget, at the pace of
+        the steps since the first of this process (which compiled). Rank 0 decides for all; config.yaml keeps
+        the count, so that a resume runs the same schedule."""
+        t = self.cfg.train
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        pace = (now - paced_from[1]) / (self.step - paced_from[0])
+        left = t.max_minutes * 60 * (1 - BUDGET_RESERVE) - (now - started)
+        steps = self.world.from_main(lambda: min(t.max_steps, self.step + max(0, int(left / pace))))
+        if self.cfg.stage == "rl":  # a checkpoint must fall between rollouts
+            steps -= steps % self.cfg.rl.steps_per_rollout
+        if steps >= t.max_steps:
+            return
+        if self.is_main:
+            tqdm.write(f"train.max_minutes {t.max_minutes:g}: {steps} steps of {t.max_steps} fit, at "
+                       f"{pace:.2f} s per step after {now - started:.0f} s for the first {self.step}")
+            stored = read_config(self.run_dir)
+            stored.train.max_steps = steps
+            stored.save(self.run_dir / CONFIG_FILE)
+        t.max_steps = bar.total = steps
+        bar.refresh()
+
     def save(self) -> None:
         # Under torchrun every rank calls it: each writes its own shards. The companion first: a complete
         # checkpoint of the run then always has its companion's.
@@ -292,10 +320,17 @@ class Trainer:
         last_val = None
         bar = tqdm(total=t.max_steps, initial=self.step, desc=self.stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.is_main)
-        tick = time.perf_counter()
+        tick = started = time.perf_counter()
+        # train.max_minutes: the step that fixes the run's length, if this process times at least one step before it
+        decide_at = budget_step(self.cfg) if t.max_minutes and self.step + 1 < budget_step(self.cfg) else None
+        paced_from = None  # (step, time) at the end of this process's first step
         try:
             while self.step < t.max_steps:
                 pending.append(self.train_step())
+                if decide_at is not None:
+                    paced_from = paced_from or (self.step, time.perf_counter())
+                    if self.step == decide_at:
+                        self._fit_budget(started, paced_from, bar)
                 step, done = self.step, self.step == t.max_steps
                 evaluate, save = step % t.eval_every == 0 or done, step % t.save_every == 0 or done
                 if step % t.log_every == 0 or evaluate or save:
