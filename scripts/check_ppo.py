@@ -45,8 +45,8 @@ def measure(run_dir: str, prompts: list[Prompt], reference, reward_model, fmt, s
     params = [SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                              seed=sample_seed(seed, 0, p.index, 0)) for p in prompts]
     done = engine.generate([p.ids for p in prompts], params)
-    samples = [Sample(p, out.token_ids, out.logprobs, out.finish_reason == "length") for p, out in
-               zip(prompts, done, strict=True)]
+    samples = [Sample(p, out.token_ids, out.logprobs, out.forced, truncated=out.finish_reason == "length")
+               for p, out in zip(prompts, done, strict=True)]
     batch = collate_samples(samples, fmt.tokenizer.pad_id)
     scores, kls = [], []
     for part in split_rows(batch, 16):

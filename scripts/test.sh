@@ -14,4 +14,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 bash scripts/setup.sh test
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+# One worker per core (each test keeps torch to one thread); a file's tests stay on one worker, so the
+# module-scoped runs they share are trained once.
+.venv/bin/python -m pytest -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"
