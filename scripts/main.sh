@@ -13,7 +13,7 @@ PY=.venv/bin/python
 # 1,400 steps (about 5.7M tokens): the model learns to copy a name or a number from its context only after
 # about 5M tokens. The job fits in 15 minutes on any 2-core machine because pretraining and fine-tuning each
 # get a wall-clock budget (train.max_minutes: the run times its first steps, then sets its length to what
-# fits). A 2-core EPYC with AVX2 alone (no native bf16) trains under 200 of the 1,400 steps in it, where all
+# fits). A 2-core EPYC with AVX2 alone (no native bf16) trains about 250 of the 1,400 steps in it, where all
 # of them took 35 minutes; a faster CPU trains more, up to all.
 # PRETRAIN_MINUTES=0 SFT_MINUTES=0 trains every step whatever it takes. train.compile auto compiles the model
 # with its loss, since a run this long repays it.
