@@ -291,8 +291,9 @@ class Trainer:
         pace = (now - paced_from[1]) / (self.step - paced_from[0])
         left = t.max_minutes * 60 * (1 - BUDGET_RESERVE) - (now - started)
         steps = self.world.from_main(lambda: min(t.max_steps, self.step + max(0, int(left / pace))))
-        if self.cfg.stage == "rl":  # a checkpoint must fall between rollouts
-            steps -= steps % self.cfg.rl.steps_per_rollout
+        if self.cfg.stage == "rl":  # a checkpoint must fall between rollouts: end on the current one's last step
+            k = self.cfg.rl.steps_per_rollout
+            steps = min(t.max_steps, -(-steps // k) * k)
         if steps >= t.max_steps:
             return
         if self.is_main:
@@ -322,7 +323,8 @@ class Trainer:
                    disable=not self.is_main)
         tick = started = time.perf_counter()
         # train.max_minutes: the step that fixes the run's length, if this process times at least one step before it
-        decide_at = budget_step(self.cfg) if t.max_minutes and self.step + 1 < budget_step(self.cfg) else None
+        decide_at = budget_step(self.cfg)
+        decide_at = decide_at if t.max_minutes and self.step + 1 < decide_at else None
         paced_from = None  # (step, time) at the end of this process's first step
         try:
             while self.step < t.max_steps:
