@@ -75,7 +75,7 @@ from scratchlm.train.stage import IGNORE, Batch, LossOutput, Stage, TokenStage, 
 # order, and, as GRPO, a constant rate without weight decay, a line per step and eager training.
 PPO_DEFAULTS = {
     "data": {"source": "embedded", "embedded_docs": 4000, "max_docs": 0},
-    "train": {"max_steps": 64, "save_every": 32, "log_every": 1, "compile": "off"},
+    "train": {"max_steps": 192, "save_every": 64, "log_every": 1, "compile": "off"},
     "optim": {"lr": 3e-5, "warmup_steps": 0, "lr_decay_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
     "rl": {"group_size": 1, "prompts_per_step": 16, "steps_per_rollout": 4, "max_new_tokens": 128, "kl_coef": 0.05},
     "ppo": {"epochs": 2},
