@@ -8,6 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from scratchlm.run import check_run_dir, read_config
+
 from conftest import FAST, run_cli, write_jsonl
 
 
@@ -67,6 +69,17 @@ def test_a_time_budget_sets_the_length_once_and_a_resume_keeps_it(tmp_path, corp
     roomy = run_cli("pretrain", "--out", str(tmp_path / "roomy"), "--train.max_minutes", "60", *common)
     assert "fit, at" not in roomy.stderr + roomy.stdout
     assert len((tmp_path / "roomy" / "metrics.jsonl").read_text().splitlines()) == 12
+
+
+def test_a_longer_resume_warns_of_a_stretched_schedule_only_when_the_rate_has_one(trained, capsys):
+    """A cosine over max_steps stretches when a resume changes max_steps; a constant rate (as RL's) does not."""
+    cfg = read_config(trained)
+    cfg.train.max_steps += 4
+    check_run_dir(trained, cfg, resume=True)
+    assert "the cosine schedule stretches" in capsys.readouterr().out
+    cfg.optim.min_lr_ratio = 1.0
+    check_run_dir(trained, cfg, resume=True)
+    assert "max_steps changed" not in capsys.readouterr().out
 
 
 def test_existing_run_needs_resume_and_same_model(trained):
