@@ -25,14 +25,23 @@ def test_explicit_precision_is_kept_without_a_note(monkeypatch):
 def test_cpu_peak_is_measured_once_then_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("SCRATCHLM_CACHE", str(tmp_path))
     calls = []
-    monkeypatch.setattr(hardware, "measure_matmul_flops", lambda dtype, n: calls.append(n) or float(n))
+    monkeypatch.setattr(hardware, "measure_matmul_flops", lambda dtype, n: calls.append(n) or 1e9 * n)
     first = hardware.cpu_peak_flops(torch.float32)
-    assert first == float(max(hardware.PEAK_SIZES)) and calls == list(hardware.PEAK_SIZES)
+    assert first == 1e9 * max(hardware.PEAK_SIZES) and calls == list(hardware.PEAK_SIZES)
     assert hardware.cpu_peak_flops(torch.float32) == first and len(calls) == len(hardware.PEAK_SIZES)
     stored = json.loads((tmp_path / "peak_flops.json").read_text())
     assert any(key.endswith("torch.float32") for key in stored)
     hardware.cpu_peak_flops(torch.bfloat16)  # another dtype is another measurement
     assert len(calls) == 2 * len(hardware.PEAK_SIZES)
+
+
+def test_a_dtype_the_cpu_emulates_is_measured_at_the_smallest_size_alone(monkeypatch, tmp_path):
+    """Where one product outlasts the timing window (bf16 emulated: about 1 GFLOP/s), the larger sizes, which
+    would take minutes, are not tried."""
+    monkeypatch.setenv("SCRATCHLM_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(hardware, "measure_matmul_flops", lambda dtype, n: calls.append(n) or 1e9)
+    assert hardware.cpu_peak_flops(torch.bfloat16) == 1e9 and calls == [min(hardware.PEAK_SIZES)]
 
 
 def test_peak_is_the_same_function_for_trainer_and_benchmark(monkeypatch, tmp_path):
