@@ -120,6 +120,12 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
 
+    @property
+    def follows_max_steps(self) -> bool:
+        """Whether the rates after the warmup depend on train.max_steps: a cosine whose length is not fixed by
+        lr_decay_steps. A constant rate (min_lr_ratio 1) has no length."""
+        return not self.lr_decay_steps and self.min_lr_ratio != 1.0
+
 
 @dataclass
 class ParallelConfig:
@@ -402,8 +408,7 @@ def budget_step(cfg: Config) -> int:
     one's, does not depend on the run's length. That holds inside the warmup, and everywhere when the
     schedule's length is fixed (optim.lr_decay_steps) or the rate is constant (optim.min_lr_ratio 1)."""
     o = cfg.optim
-    fixed = o.lr_decay_steps > 0 or o.min_lr_ratio == 1.0
-    return BUDGET_STEPS if fixed else min(BUDGET_STEPS, o.warmup_steps)
+    return min(BUDGET_STEPS, o.warmup_steps) if o.follows_max_steps else BUDGET_STEPS
 
 
 def validate(cfg: Config) -> None:

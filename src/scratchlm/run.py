@@ -94,8 +94,7 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool, announce: bool = Tru
                            "train into another --out")
     if cfg.train.max_minutes:  # the budget chose the run's length when it started; resuming keeps that length
         cfg.train.max_steps = stored.train.max_steps
-    stretches = not cfg.optim.lr_decay_steps and cfg.optim.min_lr_ratio != 1.0  # a constant rate has no length
-    if announce and stored.train.max_steps != cfg.train.max_steps and stretches:
+    if announce and stored.train.max_steps != cfg.train.max_steps and cfg.optim.follows_max_steps:
         print(f"note: max_steps changed from {stored.train.max_steps} to {cfg.train.max_steps}, so the cosine "
               "schedule stretches with it; set --optim.lr_decay_steps to keep one schedule across runs")
     return ckpt
