@@ -48,7 +48,7 @@ def main() -> None:
     correct = sum(bool(f) and f[-1].replace(",", "") == p["answer"].split("#### ")[-1].strip()
                   for f, p in zip(finals, problems, strict=True))
     named = sum(r.name in c.text for r, c in zip(requests, stories, strict=True))
-    for question, completion in list(zip(questions, done, strict=True))[::max(1, len(done) // args.examples)][
+    for question, completion in list(zip(questions, done, strict=True))[::max(1, len(done) // max(args.examples, 1))][
             :args.examples]:
         print(f"--- you: {question}\n--- model: {completion.text}\n")
     print(json.dumps({"run": args.run_dir, "math_questions": len(math),
