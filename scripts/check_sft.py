@@ -4,7 +4,8 @@ of the engine (whose greedy tokens equal those of a sequence alone: tests/infer/
 
     math     held-out embedded math questions: does the reply end its turn on its own, and does it carry a
              parseable final `#### <number>` line (and is that number right)?
-    stories  held-out story requests: does the requested character's name appear in the story?
+    stories  held-out story requests: does the requested character's name appear in the story, and the
+             requested place (its words after the preposition, in any case: "a big green forest")?
 
     .venv/bin/python scripts/check_sft.py runs/tiny-sft [--math 200] [--stories 100]
 """
@@ -48,6 +49,8 @@ def main() -> None:
     correct = sum(bool(f) and f[-1].replace(",", "") == p["answer"].split("#### ")[-1].strip()
                   for f, p in zip(finals, problems, strict=True))
     named = sum(r.name in c.text for r, c in zip(requests, stories, strict=True))
+    placed = sum(r.story.place.split(" ", 1)[1].lower() in c.text.lower()
+                 for r, c in zip(requests, stories, strict=True))
     for question, completion in list(zip(questions, done, strict=True))[::max(1, len(done) // max(args.examples, 1))][
             :args.examples]:
         print(f"--- you: {question}\n--- model: {completion.text}\n")
@@ -56,6 +59,7 @@ def main() -> None:
                       "parseable_final_line": round(parsed / max(len(math), 1), 4),
                       "final_answer_correct": round(correct / max(len(math), 1), 4),
                       "story_requests": len(stories), "names_the_character": round(named / max(len(stories), 1), 4),
+                      "names_the_place": round(placed / max(len(stories), 1), 4),
                       "stories_end_turn": round(sum(c.finish_reason == "stop" for c in stories) / max(len(stories), 1),
                                                 4)}))
 

@@ -10,13 +10,13 @@ RL=${RL:-$RUN-rl}
 PY=.venv/bin/python
 .venv/bin/scratchlm prepare --preset tiny
 # Fresh run directories each time, so the command always does the whole job. The tiny preset trains at most
-# 1,400 steps (about 5.7M tokens): the model learns to copy a name or a number from its context only after
-# about 5M tokens. The job fits in 15 minutes on any 2-core machine because pretraining and fine-tuning each
-# get a wall-clock budget (train.max_minutes: the run times its first steps, then sets its length to what
-# fits). A 2-core EPYC with AVX2 alone (no native bf16) trains about 250 of the 1,400 steps in it, where all
-# of them took 35 minutes; a faster CPU trains more, up to all.
-# PRETRAIN_MINUTES=0 SFT_MINUTES=0 trains every step whatever it takes. train.compile auto compiles the model
-# with its loss, since a run this long repays it.
+# 1,400 steps (about 5.7M tokens, one epoch); a model that keeps a story's names and follows a request's takes
+# about three times that (docs/rlhf.md, A model that follows requests). The job fits in 15 minutes on any
+# 2-core machine because pretraining and fine-tuning each get a wall-clock budget (train.max_minutes: the run
+# times its first steps, then sets its length to what fits). A 2-core EPYC with AVX2 alone (no native bf16)
+# trains about 250 of the 1,400 steps in it, where all of them took 35 minutes; a faster CPU trains more, up
+# to all. PRETRAIN_MINUTES=0 SFT_MINUTES=0 trains every step whatever it takes. train.compile auto compiles
+# the model with its loss, since a run this long repays it.
 rm -rf "$RUN" "$SFT" "$RL"
 .venv/bin/scratchlm pretrain --preset tiny --out "$RUN" --train.max_minutes "${PRETRAIN_MINUTES:-5}"
 echo
