@@ -20,6 +20,7 @@ _BOY_NAMES: tuple[str, ...] = (
     "Ryan", "Simon", "Tariq", "Umar", "Victor", "Wes", "Yusuf", "Zack", "Arjun", "Bruno", "Carl", "Dev",
     "Emil", "Frank", "Gus", "Hank", "Joel", "Kevin", "Louis", "Mark", "Nate", "Peter", "Raj", "Sean",
 )
+NAMES: frozenset[str] = frozenset(_GIRL_NAMES + _BOY_NAMES)  # every name a person of the world can have
 
 SHE: dict[str, str] = {
     "he": "she", "He": "She", "him": "her", "his": "her", "His": "Her", "himself": "herself",
